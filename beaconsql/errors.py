@@ -1,0 +1,43 @@
+"""The errors beaconsql raises: one base class and the few a caller branches on.
+
+Every message names the object concerned and the next step. The CLI prints ``FAILED: …``
+and exits with :attr:`BeaconsqlError.exit_code` (1 unless stated).
+"""
+
+from __future__ import annotations
+
+
+class BeaconsqlError(Exception):
+    """Base class of every error beaconsql raises on purpose."""
+
+    exit_code = 1
+
+
+class ConfigurationError(BeaconsqlError):
+    """No database was configured, or a setting is unusable."""
+
+
+class DatabaseUnavailableError(BeaconsqlError):
+    """The server could not be reached, or the connection was lost mid-way."""
+
+
+class NotMigratedError(BeaconsqlError):
+    """The database lacks the objects a command needs (run ``beaconsql upgrade``)."""
+
+
+class MigrationError(BeaconsqlError):
+    """A revision could not be applied (adoption refused, lock timeout, …)."""
+
+
+class EmbeddedServerError(BeaconsqlError):
+    """The embedded PostgreSQL server could not be started or stopped."""
+
+
+class InvalidArgumentError(BeaconsqlError, ValueError):
+    """A library call got an argument it cannot use; nothing was written."""
+
+    exit_code = 2
+
+
+class BackfillBusyError(BeaconsqlError):
+    """Another backfill holds the single-runner lock on this database."""

@@ -1,0 +1,61 @@
+"""Find the project's ``sql/`` and ``migrations/`` folders and read the SQL in them.
+
+In a source checkout (or an editable install) they sit at the top of the repository; a wheel
+carries them inside the package (see ``pyproject.toml``). This module is the one place that
+knows both layouts.
+
+Named queries follow procrastinate's convention: a file holds several queries, each opened by
+a ``-- name: <query_name>`` line followed by a ``--`` line describing it.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from pathlib import Path
+from typing import LiteralString, cast
+
+_PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def resource_dir(name: str) -> Path:
+    """Return the folder *name* (``"sql"`` or ``"migrations"``) for this installation.
+
+    Raises FileNotFoundError naming both places looked at when neither exists.
+    """
+    candidates = (_PACKAGE_DIR / name, _PACKAGE_DIR.parent / name)
+    for candidate in candidates:
+        if candidate.is_dir():
+            return candidate
+    raise FileNotFoundError(
+        f"beaconsql's {name}/ folder is missing (looked in {candidates[0]} and {candidates[1]}); "
+        "reinstall the package."
+    )
+
+
+@functools.cache
+def read_sql(relative_path: str) -> LiteralString:
+    """Return the text of ``sql/<relative_path>``, e.g. ``functions/region_results_mirror_rows.v1.sql``.
+
+    The text is executed as it is: no parameter parsing, so ``%`` and ``:word`` survive.
+    """
+    text = (resource_dir("sql") / relative_path).read_text(encoding="utf-8")
+    # Files shipped with the package are trusted SQL, not user input.
+    return cast(LiteralString, text)
+
+
+_NAME_LINE = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
+
+
+@functools.cache
+def named_queries(relative_path: str) -> dict[str, LiteralString]:
+    """Return the queries of ``sql/<relative_path>`` keyed by their ``-- name:`` line."""
+    text = read_sql(relative_path)
+    queries: dict[str, LiteralString] = {}
+    pieces = _NAME_LINE.split(text)
+    # pieces = [preamble, name1, body1, name2, body2, ...]
+    for name, body in zip(pieces[1::2], pieces[2::2], strict=True):
+        if name in queries:
+            raise ValueError(f"query {name!r} is defined twice in sql/{relative_path}")
+        queries[name] = cast(LiteralString, body.strip().rstrip(";"))
+    return queries

@@ -1,0 +1,138 @@
+"""Alembic environment for beaconsql's revisions.
+
+The DSN comes from ``-x dsn=…``, else the one :func:`beaconsql.migration.upgrade` passes, else
+beaconsql's own resolution (``BEACONSQL_DATABASE_URL``, then ``DATABASE_URL``). Offline mode
+(``--sql``) needs none. Each revision runs in its own transaction with ``lock_timeout`` set;
+one that cannot get a lock in time is retried (at most LOCK_ATTEMPTS tries in all), then the
+run fails naming the statement and the sessions it waited for. Autogenerate is not used:
+the runner's tables are not modelled here, and autogenerate would propose dropping them.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from logging.config import fileConfig
+from typing import Any
+
+import psycopg
+from alembic import context
+from sqlalchemy import create_engine
+from sqlalchemy.pool import NullPool
+
+from beaconsql import db
+from beaconsql.errors import MigrationError
+from beaconsql.migration import LOCK_ATTEMPTS, LOCK_TIMEOUT
+
+config = context.config
+if config.config_file_name:  # the alembic CLI; beaconsql's own callers configure logging
+    fileConfig(config.config_file_name, disable_existing_loggers=False)
+logger = logging.getLogger("beaconsql.migration")
+
+LOCK_SETTING = f"SET lock_timeout = '{LOCK_TIMEOUT}';"
+
+
+def _dsn() -> str:
+    from_x = context.get_x_argument(as_dictionary=True).get("dsn")
+    return db.resolve_dsn(from_x or config.attributes.get("dsn"))
+
+
+def run_migrations_offline() -> None:
+    context.configure(
+        dialect_name="postgresql",
+        transaction_per_migration=True,
+        literal_binds=True,
+    )
+    context.get_context().impl.static_output(
+        "-- beaconsql migration script. Apply with: psql -v ON_ERROR_STOP=1 -f <this file>\n"
+        "-- Offline mode cannot detect an INVALID index left by an interrupted CONCURRENTLY\n"
+        "-- build; after an interrupted run, rerun online (beaconsql upgrade).\n"
+        + LOCK_SETTING
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def _log_notice(diag: psycopg.errors.Diagnostic) -> None:
+    level = logging.WARNING if diag.severity_nonlocalized == "WARNING" else logging.INFO
+    message = diag.message_primary or ""
+    if diag.message_hint:
+        message += f" ({diag.message_hint})"
+    logger.log(level, "%s", message)
+
+
+def _lock_holders(dsn: str) -> str:
+    """Describe the sessions holding locks on the tables beaconsql migrates."""
+    try:
+        with db.connect(dsn, autocommit=True) as conn:
+            rows = conn.execute(
+                """
+                SELECT DISTINCT a.pid, l.relation::regclass::text, l.mode, a.state,
+                       date_trunc('second', now() - a.xact_start)::text
+                FROM pg_catalog.pg_locks l
+                JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid
+                WHERE l.granted AND l.pid <> pg_backend_pid()
+                  AND l.relation IN (
+                      SELECT oid FROM pg_catalog.pg_class
+                      WHERE relnamespace = 'public'::regnamespace
+                        AND relname IN ('executions', 'region_results', 'jobs',
+                                        'cross_region_executions', 'transparency_log'))
+                ORDER BY 1
+                """
+            ).fetchall()
+    except Exception:  # the description is a courtesy; never hide the real failure
+        return "could not list them"
+    if not rows:
+        return "none left by now"
+    return "; ".join(
+        f"pid {pid} holds {mode} on {rel} ({state}, transaction open {age})"
+        for pid, rel, mode, state, age in rows
+    )
+
+
+def _lock_timeout_of(exc: BaseException) -> psycopg.errors.LockNotAvailable | None:
+    cause: Any = getattr(exc, "orig", None) or exc
+    return cause if isinstance(cause, psycopg.errors.LockNotAvailable) else None
+
+
+def run_migrations_online() -> None:
+    dsn = _dsn()
+    engine = create_engine(
+        "postgresql+psycopg://", creator=lambda: db.connect(dsn), poolclass=NullPool
+    )
+    for attempt in range(1, LOCK_ATTEMPTS + 1):
+        with engine.connect() as connection:
+            driver = connection.connection.driver_connection
+            driver.add_notice_handler(_log_notice)
+            driver.execute(LOCK_SETTING)
+            context.configure(connection=connection, transaction_per_migration=True)
+            try:
+                with context.begin_transaction():
+                    context.run_migrations()
+                return
+            except Exception as exc:
+                timeout = _lock_timeout_of(exc)
+                if timeout is None:
+                    raise
+                notes = " ".join(getattr(timeout, "__notes__", []))
+                if attempt == LOCK_ATTEMPTS:
+                    raise MigrationError(
+                        f"gave up after {LOCK_ATTEMPTS} attempts: a lock was not granted within "
+                        f"lock_timeout={LOCK_TIMEOUT} {notes}. Sessions holding locks on the "
+                        f"runner's tables: {_lock_holders(dsn)}. Next step: let those "
+                        "transactions finish (or end them), then rerun; every revision is "
+                        "safe to rerun."
+                    ) from None
+                pause = attempt + random.random()
+                logger.warning(
+                    "lock not granted within %s %s; retrying in %.1fs (attempt %d of %d)",
+                    LOCK_TIMEOUT, notes, pause, attempt + 1, LOCK_ATTEMPTS,
+                )
+        time.sleep(pause)
+
+
+if context.is_offline_mode():
+    run_migrations_offline()
+else:
+    run_migrations_online()

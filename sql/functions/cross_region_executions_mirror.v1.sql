@@ -1,0 +1,21 @@
+-- cross_region_executions_mirror(): BEFORE DELETE row trigger on cross_region_executions
+-- (trigger zz_mirror). Deleting a run cascades to its region results; their mirrored rows
+-- reference the run through executions.cross_region_execution_id (no ON DELETE), so the
+-- region results are deleted first, letting their own mirror trigger remove those rows, and
+-- rows the transparency log kept (detached) let go of the run. The DELETE keeps working
+-- (SPEC "Follows its inputs").
+CREATE OR REPLACE FUNCTION public.cross_region_executions_mirror()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, public, pg_temp
+AS $$
+BEGIN
+    DELETE FROM public.region_results WHERE cross_region_execution_id = OLD.id;
+    UPDATE public.executions
+    SET cross_region_execution_id = NULL
+    WHERE cross_region_execution_id = OLD.id
+      AND mirror_region_result_id IS NULL
+      AND mirror_evidence IS NOT NULL;
+    RETURN OLD;
+END
+$$;

@@ -1,0 +1,19 @@
+-- executions_mirror_forget(): AFTER DELETE row trigger on executions for mirrored rows,
+-- fired only for statements outside any trigger (trigger zz_mirror_forget). A mirrored row the
+-- rule still yields, deleted by hand, leaves its region result's rows no longer reflecting it:
+-- the region result is marked not mirrored, so that executions_unified derives its rows and
+-- verify reports it, until a backfill restores the row (SPEC "Mirror state").
+CREATE OR REPLACE FUNCTION public.executions_mirror_forget()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, public, pg_temp
+AS $$
+BEGIN
+    IF public.executions_mirror_expects(OLD, false) THEN
+        UPDATE public.region_results_mirror_state
+        SET r_xmin = NULL
+        WHERE region_result_id = OLD.mirror_region_result_id;
+    END IF;
+    RETURN NULL;
+END
+$$;

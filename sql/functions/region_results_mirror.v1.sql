@@ -1,0 +1,38 @@
+-- region_results_mirror(): AFTER INSERT/UPDATE/DELETE row trigger on region_results (trigger
+-- zz_mirror). Mirrors the change into executions in the same transaction through
+-- region_results_mirror_apply (SPEC "The mirror rule", "Materialising the rule"). An UPDATE
+-- that only changes per-pair elements of execution_output.executions (the writer's
+-- record_pair) applies just the pairs whose element changed; every other change re-derives
+-- the region result.
+CREATE OR REPLACE FUNCTION public.region_results_mirror()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, public, pg_temp
+AS $$
+DECLARE
+    pairs text[];
+BEGIN
+    IF TG_OP = 'UPDATE' AND NEW.id = OLD.id
+       AND (NEW.cross_region_execution_id, NEW.region, NEW.provider_id, NEW.status,
+            NEW.started_at, NEW.completed_at, NEW.error_message, NEW.model_id)
+           IS NOT DISTINCT FROM
+           (OLD.cross_region_execution_id, OLD.region, OLD.provider_id, OLD.status,
+            OLD.started_at, OLD.completed_at, OLD.error_message, OLD.model_id)
+       AND jsonb_typeof(OLD.execution_output -> 'executions') = 'array'
+       AND jsonb_typeof(NEW.execution_output -> 'executions') = 'array' THEN
+        pairs := public.region_results_mirror_changed_pairs(OLD.execution_output -> 'executions',
+                                                            NEW.execution_output -> 'executions');
+        IF pairs IS NOT NULL THEN
+            PERFORM public.region_results_mirror_apply(ARRAY[NEW.id], pairs, 'changed_pairs');
+            RETURN NULL;
+        END IF;
+    END IF;
+    IF TG_OP <> 'INSERT' THEN
+        PERFORM public.region_results_mirror_apply(ARRAY[OLD.id]);
+    END IF;
+    IF TG_OP <> 'DELETE' AND (TG_OP = 'INSERT' OR NEW.id <> OLD.id) THEN
+        PERFORM public.region_results_mirror_apply(ARRAY[NEW.id]);
+    END IF;
+    RETURN NULL;
+END
+$$;

@@ -1,0 +1,19 @@
+-- region_results_mirror_guard(): BEFORE UPDATE row trigger on region_results (trigger
+-- zz_mirror_guard). Whether the version an UPDATE replaces was mirrored can only be told
+-- before the update (its xmin is gone afterwards): when it was not (written while triggers
+-- were skipped), the state is marked stale, so that the AFTER trigger re-derives the whole
+-- region instead of applying only the changed pairs. Writes nothing in the usual case.
+CREATE OR REPLACE FUNCTION public.region_results_mirror_guard()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, public, pg_temp
+AS $$
+BEGIN
+    UPDATE public.region_results_mirror_state s
+    SET r_xmin = NULL
+    WHERE s.region_result_id = OLD.id
+      AND s.r_xmin IS NOT NULL
+      AND s.r_xmin IS DISTINCT FROM (SELECT r.xmin FROM public.region_results r WHERE r.id = OLD.id);
+    RETURN NEW;
+END
+$$;
