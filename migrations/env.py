@@ -96,7 +96,18 @@ def _lock_timeout_of(exc: BaseException) -> psycopg.errors.LockNotAvailable | No
     return cause if isinstance(cause, psycopg.errors.LockNotAvailable) else None
 
 
+def run_migrations_with(connection: Any) -> None:
+    """Run on a connection the caller owns (pytest-alembic, the cookbook's shared connection)."""
+    connection.connection.driver_connection.execute(LOCK_SETTING)
+    context.configure(connection=connection, transaction_per_migration=True)
+    with context.begin_transaction():
+        context.run_migrations()
+
+
 def run_migrations_online() -> None:
+    if config.attributes.get("connection") is not None:
+        run_migrations_with(config.attributes["connection"])
+        return
     dsn = _dsn()
     engine = create_engine(
         "postgresql+psycopg://", creator=lambda: db.connect(dsn), poolclass=NullPool

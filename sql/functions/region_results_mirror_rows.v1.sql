@@ -28,7 +28,6 @@ RETURNS TABLE (
     started_at timestamp,
     completed_at timestamp,
     created_at timestamp,
-    duration_ms bigint,
     output_data jsonb,
     receipt_data jsonb,
     original_error text,
@@ -192,7 +191,6 @@ BEGIN
     -- The rows.
     SELECT job, r.cross_region_execution_id, r.region::text, coalesce(r.provider_id, '')::text,
            s.model_id, s.question_id, s.status, s.started, s.completed, s.started,
-           (extract(epoch FROM s.completed - s.started) * 1000)::bigint,
            CASE s.evidence WHEN 3 THEN nullif(s.element -> 'output', 'null')
                            WHEN 2 THEN s.data END,
            CASE WHEN s.evidence = 3 THEN nullif(s.element -> 'receipt', 'null') END,
@@ -201,7 +199,7 @@ BEGIN
     WHERE NOT EXISTS (SELECT 1 FROM too_long t WHERE t.model_id = s.model_id AND t.question_id = s.question_id)
     -- The anomalies (SPEC "Never fail the writer over data"), one per problem.
     UNION ALL
-    SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+    SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
            a.kind, left(a.detail, 300)
     FROM (
         SELECT 'missing_job' AS kind,

@@ -1,0 +1,27 @@
+"""The view executions_unified: what the portal reads.
+
+Revision ID: 0003
+Revises: 0002
+Create Date: 2026-11-29
+
+SPEC "The view executions_unified". CREATE OR REPLACE VIEW can only append columns, so the
+first version carries every column the SPEC lists. The downgrade drops it without CASCADE: a
+view of someone else's built on it stops the downgrade with PostgreSQL's message naming it.
+"""
+
+from __future__ import annotations
+
+from beaconsql import ddl
+
+revision = "0003"
+down_revision = "0002"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    ddl.run_sql_file("views/executions_unified.v1.sql")
+
+
+def downgrade() -> None:
+    ddl.execute_sql("DROP VIEW IF EXISTS public.executions_unified;")

@@ -1,0 +1,120 @@
+"""beaconsql.writer: recording a run through the writer, mirrored by the triggers."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+import pytest
+
+from beaconsql import seed, writer
+from beaconsql.errors import InvalidArgumentError
+
+
+def executions_rows(conn: psycopg.Connection[Any], jobspec_id: str) -> list[dict[str, Any]]:
+    with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
+        return cur.execute(
+            "SELECT e.* FROM executions e JOIN jobs j ON j.id = e.job_id "
+            "WHERE j.jobspec_id = %s ORDER BY e.region, e.model_id, e.question_id",
+            (jobspec_id,),
+        ).fetchall()
+
+
+@pytest.mark.smoke
+@pytest.mark.parametrize("timezone", ["America/New_York", "Asia/Tokyo"])
+def test_record_with_writer_worked_example_mirrors_18_distinct_rows(db, timezone):
+    db.execute(f"SET TimeZone = '{timezone}'")
+    run = seed.record_with_writer(db, seed.jobspec())
+
+    rows = executions_rows(db, seed.SEED_JOBSPEC_ID)
+    assert len(rows) == 18
+    assert {r["status"] for r in rows} == {"completed"}
+    assert len({r["output_data"]["response"] for r in rows}) == 18
+    assert len({r["receipt_data"]["id"] for r in rows}) == 18
+    assert {r["mirror_evidence"] for r in rows} == {3}
+    assert {r["mirror_region_result_id"] for r in rows} == set(run.region_result_ids.values())
+    for r in rows:
+        assert r["created_at"] == r["started_at"]
+        assert r["started_at"] < r["completed_at"]
+        assert r["output_data"] == seed.answer(r["model_id"], r["question_id"], r["region"])
+    # Times are naive UTC whatever the session time zone: the first US pair ran 17:00:00-03Z.
+    first = next(r for r in rows if (r["region"], r["model_id"], r["question_id"])
+                 == ("US", "llama3.2-1b", "greatest_invention"))
+    assert first["started_at"] == datetime(2025, 10, 12, 17, 0, 0)
+    assert first["completed_at"] == datetime(2025, 10, 12, 17, 0, 3)
+
+
+def test_finish_region_writes_runner_counts_and_first_answer(db):
+    spec = seed.jobspec(regions=["US"], models=["llama3.2-1b", "mistral-7b"], questions=["q1"])
+    writer.create_job(db, spec)
+    run_id = writer.start_run(db, spec["id"], regions=["US"])
+    region_id = writer.start_region(db, run_id, "US", provider_id="modal-us-east")
+    writer.record_pair(db, region_id, model_id="mistral-7b", question_id="q1", status="failed",
+                       error="timeout after 300s")
+    writer.record_pair(db, region_id, model_id="llama3.2-1b", question_id="q1",
+                       status="completed", output={"response": "first"})
+    summary = writer.finish_region(db, region_id,
+                                   completed_at=datetime(2026, 1, 1, tzinfo=UTC))
+    assert summary == writer.RegionSummary("success", 1, 1, 2)
+    row = db.execute("SELECT status, error_message, metadata, execution_output->'data' "
+                     "FROM region_results WHERE id = %s", (region_id,)).fetchone()
+    assert row[0] == "success" and row[1] == ""
+    assert row[2] == {"success_count": 1, "failure_count": 1, "total_executions": 2}
+    assert row[3] == {"response": "first"}
+    run = writer.finish_run(db, run_id)
+    assert run == writer.RunSummary("completed", 1, 0)
+    assert db.execute("SELECT status FROM jobs WHERE jobspec_id = %s",
+                      (spec["id"],)).fetchone() == ("completed",)
+
+
+def test_finish_run_partial_keeps_job_status_inside_chk_jobs_status(db):
+    spec = seed.jobspec(regions=["US", "EU", "ASIA"], models=["m"], questions=["q"])
+    writer.create_job(db, spec)
+    run_id = writer.start_run(db, spec["id"], regions=["US", "EU", "ASIA"],
+                              min_regions_required=1, min_success_rate=0.67)
+    for region, status in [("US", "completed"), ("EU", "failed"), ("ASIA", "failed")]:
+        rid = writer.start_region(db, run_id, region)
+        writer.record_pair(db, rid, model_id="m", question_id="q", status=status)
+        writer.finish_region(db, rid)
+    assert writer.finish_run(db, run_id).status == "partial"
+    assert db.execute("SELECT status FROM jobs WHERE jobspec_id = %s",
+                      (spec["id"],)).fetchone() == ("running",)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"model_id": "", "question_id": "q", "status": "completed"}, "model_id"),
+        ({"model_id": "m" * 51, "question_id": "q", "status": "completed"}, "at most 50"),
+        ({"model_id": "m", "question_id": "q", "status": "success"}, "status must be one of"),
+        ({"model_id": "m", "question_id": "q", "status": "completed",
+          "started_at": datetime(2025, 1, 1)}, "timezone-aware"),
+        ({"model_id": "m", "question_id": "q", "status": "completed", "output": {1, 2}},
+         "JSON-serialisable"),
+    ],
+)
+def test_record_pair_bad_argument_raises_before_any_write(db, kwargs, message):
+    spec = seed.jobspec(regions=["US"], models=["m"], questions=["q"])
+    writer.create_job(db, spec)
+    region_id = writer.start_region(db, writer.start_run(db, spec["id"], regions=["US"]), "US")
+    before = db.execute("SELECT xmin::text FROM region_results WHERE id = %s",
+                        (region_id,)).fetchone()
+    with pytest.raises(InvalidArgumentError, match=message):
+        writer.record_pair(db, region_id, **kwargs)
+    after = db.execute("SELECT xmin::text FROM region_results WHERE id = %s",
+                       (region_id,)).fetchone()
+    assert before == after
+
+
+def test_record_pair_unknown_region_result_raises(db):
+    import uuid
+
+    with pytest.raises(InvalidArgumentError, match="does not exist"):
+        writer.record_pair(db, uuid.uuid4(), model_id="m", question_id="q", status="completed")
+
+
+def test_create_job_rejects_spec_without_id(db):
+    with pytest.raises(InvalidArgumentError, match="jobspec id"):
+        writer.create_job(db, {"metadata": {}})
+    assert db.execute("SELECT count(*) FROM jobs").fetchone() == (0,)
