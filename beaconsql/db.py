@@ -86,10 +86,10 @@ def redact_dsn(dsn: str) -> str:
         parts = conninfo.conninfo_to_dict(dsn)
     except psycopg.Error:
         return redact_text("<unparsable DSN>", dsn)
-    user = parts.get("user") or ""
+    user = str(parts.get("user") or "")
     host = str(parts.get("host") or "")
     port = parts.get("port")
-    dbname = parts.get("dbname") or ""
+    dbname = str(parts.get("dbname") or "")
     where = host if not port else f"{host}:{port}"
     if host.startswith("/"):
         where = f"[{host}]" if not port else f"[{host}]:{port}"

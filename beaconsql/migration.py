@@ -95,9 +95,7 @@ def downgrade(dsn: str, revision: str, *, sql: bool = False) -> UpgradeResult | 
     return _run(command.downgrade, dsn, revision, sql=sql)
 
 
-def _run(
-    action: Callable[..., None], dsn: str, revision: str, *, sql: bool
-) -> UpgradeResult | str:
+def _run(action: Callable[..., None], dsn: str, revision: str, *, sql: bool) -> UpgradeResult | str:
     config = alembic_config(dsn)
     if sql:
         buffer = io.StringIO()

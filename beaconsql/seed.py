@@ -73,14 +73,19 @@ def answer(model_id: str, question_id: str, region: str) -> dict[str, Any]:
     }
 
 
-def receipt(jobspec_id: str, model_id: str, question_id: str, region: str, n: int) -> dict[str, Any]:
+def receipt(
+    jobspec_id: str, model_id: str, question_id: str, region: str, n: int
+) -> dict[str, Any]:
     """Return a pair's receipt_data, the runner's unsigned receipt shape (section 5)."""
     return {
         "schema_version": "v0.1.0",
         "id": f"receipt-{jobspec_id}-{region}-{model_id}-{question_id}-{n}",
         "jobspec_id": jobspec_id,
-        "execution_details": {"provider_id": PROVIDERS.get(region, region), "region": region,
-                              "status": "completed"},
+        "execution_details": {
+            "provider_id": PROVIDERS.get(region, region),
+            "region": region,
+            "status": "completed",
+        },
         "output": {"data": answer(model_id, question_id, region), "hash": ""},
         "provenance": {"execution_env": {"region": region, "model": model_id}},
         "signature": "",
@@ -127,8 +132,13 @@ def record_with_writer(
                 pair_start = clock
                 clock += timedelta(seconds=3)
                 writer.record_pair(
-                    conn, region_id, model_id=model_id, question_id=question_id,
-                    status="completed", started_at=pair_start, completed_at=clock,
+                    conn,
+                    region_id,
+                    model_id=model_id,
+                    question_id=question_id,
+                    status="completed",
+                    started_at=pair_start,
+                    completed_at=clock,
                     output=answer(model_id, question_id, region),
                     receipt=receipt(spec["id"], model_id, question_id, region, n),
                 )
@@ -156,8 +166,12 @@ def record_legacy(
         row = conn.execute(
             "INSERT INTO jobs (jobspec_id, jobspec_data, status, created_at, updated_at) "
             "VALUES (%s, %s, 'queued', %s, %s) RETURNING id",
-            (spec["id"], Jsonb(spec), started_at.replace(tzinfo=None),
-             started_at.replace(tzinfo=None)),
+            (
+                spec["id"],
+                Jsonb(spec),
+                started_at.replace(tzinfo=None),
+                started_at.replace(tzinfo=None),
+            ),
         ).fetchone()
         job_id = int(row[0]) if row else None
     regions = spec["constraints"]["regions"]
@@ -166,8 +180,15 @@ def record_legacy(
         "INSERT INTO cross_region_executions (id, jobspec_id, total_regions, min_regions_required,"
         " status, started_at, success_count, completed_at) "
         "VALUES (%s, %s, %s, %s, 'completed', %s, %s, %s)",
-        (run_id, spec["id"], len(regions), max(1, int(len(regions) * 0.67)), started_at,
-         len(regions), started_at + timedelta(minutes=len(regions))),
+        (
+            run_id,
+            spec["id"],
+            len(regions),
+            max(1, int(len(regions) * 0.67)),
+            started_at,
+            len(regions),
+            started_at + timedelta(minutes=len(regions)),
+        ),
     )
     model_id, question_id = spec["metadata"]["models"][0], spec["questions"][0]
     ids: dict[str, uuid.UUID] = {}
@@ -178,10 +199,22 @@ def record_legacy(
             "INSERT INTO region_results (id, cross_region_execution_id, region, provider_id,"
             " status, started_at, completed_at, duration_ms, execution_output, error_message,"
             " metadata) VALUES (%s, %s, %s, %s, 'success', %s, %s, 45000, %s, '', %s)",
-            (ids[region], run_id, region, PROVIDERS.get(region), region_start,
-             region_start + timedelta(seconds=45),
-             Jsonb({"data": answer(model_id, question_id, region), "hash": ""}),
-             Jsonb({"success_count": 1, "failure_count": 0, "total_executions": 1,
-                    "plan_priority": k})),
+            (
+                ids[region],
+                run_id,
+                region,
+                PROVIDERS.get(region),
+                region_start,
+                region_start + timedelta(seconds=45),
+                Jsonb({"data": answer(model_id, question_id, region), "hash": ""}),
+                Jsonb(
+                    {
+                        "success_count": 1,
+                        "failure_count": 0,
+                        "total_executions": 1,
+                        "plan_priority": k,
+                    }
+                ),
+            ),
         )
     return RecordedRun(job_id=job_id, run_id=run_id, region_result_ids=ids)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 import re
 from pathlib import Path
-from typing import LiteralString, cast
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -34,28 +33,26 @@ def resource_dir(name: str) -> Path:
 
 
 @functools.cache
-def read_sql(relative_path: str) -> LiteralString:
-    """Return the text of ``sql/<relative_path>``, e.g. ``functions/region_results_mirror_rows.v1.sql``.
+def read_sql(relative_path: str) -> str:
+    """Return the text of ``sql/<relative_path>``, e.g. ``views/executions_unified.v1.sql``.
 
-    The text is executed as it is: no parameter parsing, so ``%`` and ``:word`` survive.
+    Files shipped with the package are trusted SQL; callers execute the text as it is.
     """
-    text = (resource_dir("sql") / relative_path).read_text(encoding="utf-8")
-    # Files shipped with the package are trusted SQL, not user input.
-    return cast(LiteralString, text)
+    return (resource_dir("sql") / relative_path).read_text(encoding="utf-8")
 
 
 _NAME_LINE = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
 
 
 @functools.cache
-def named_queries(relative_path: str) -> dict[str, LiteralString]:
+def named_queries(relative_path: str) -> dict[str, str]:
     """Return the queries of ``sql/<relative_path>`` keyed by their ``-- name:`` line."""
     text = read_sql(relative_path)
-    queries: dict[str, LiteralString] = {}
+    queries: dict[str, str] = {}
     pieces = _NAME_LINE.split(text)
     # pieces = [preamble, name1, body1, name2, body2, ...]
     for name, body in zip(pieces[1::2], pieces[2::2], strict=True):
         if name in queries:
             raise ValueError(f"query {name!r} is defined twice in sql/{relative_path}")
-        queries[name] = cast(LiteralString, body.strip().rstrip(";"))
+        queries[name] = body.strip().rstrip(";")
     return queries

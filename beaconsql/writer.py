@@ -133,7 +133,9 @@ def create_job(
     jobspec_id exists (the runner has no ON CONFLICT either).
     """
     if not isinstance(jobspec, Mapping):
-        raise InvalidArgumentError(f"jobspec must be a mapping (the JobSpec JSON), got {type(jobspec).__name__}")
+        raise InvalidArgumentError(
+            f"jobspec must be a mapping (the JobSpec JSON), got {type(jobspec).__name__}"
+        )
     jobspec_id = _require_text(
         "jobspec id", jobspec.get("id") or jobspec.get("jobspec_id"), MAX_JOBSPEC_ID
     )
@@ -176,10 +178,14 @@ def start_run(
     if min_regions_required is None:
         min_regions_required = max(1, int(len(regions) * 0.67))
     if not isinstance(min_regions_required, int) or min_regions_required < 0:
-        raise InvalidArgumentError(f"min_regions_required must be an integer >= 0, got {min_regions_required!r}")
+        raise InvalidArgumentError(
+            f"min_regions_required must be an integer >= 0, got {min_regions_required!r}"
+        )
     rate = Decimal(str(min_success_rate))
     if not Decimal(0) <= rate <= Decimal(1):
-        raise InvalidArgumentError(f"min_success_rate must be within [0, 1], got {min_success_rate!r}")
+        raise InvalidArgumentError(
+            f"min_success_rate must be within [0, 1], got {min_success_rate!r}"
+        )
     row = conn.execute(
         _queries()["start_run"],
         {

@@ -47,8 +47,7 @@ def run_migrations_offline() -> None:
     context.get_context().impl.static_output(
         "-- beaconsql migration script. Apply with: psql -v ON_ERROR_STOP=1 -f <this file>\n"
         "-- Offline mode cannot detect an INVALID index left by an interrupted CONCURRENTLY\n"
-        "-- build; after an interrupted run, rerun online (beaconsql upgrade).\n"
-        + LOCK_SETTING
+        "-- build; after an interrupted run, rerun online (beaconsql upgrade).\n" + LOCK_SETTING
     )
     with context.begin_transaction():
         context.run_migrations()
@@ -138,7 +137,11 @@ def run_migrations_online() -> None:
                 pause = attempt + random.random()
                 logger.warning(
                     "lock not granted within %s %s; retrying in %.1fs (attempt %d of %d)",
-                    LOCK_TIMEOUT, notes, pause, attempt + 1, LOCK_ATTEMPTS,
+                    LOCK_TIMEOUT,
+                    notes,
+                    pause,
+                    attempt + 1,
+                    LOCK_ATTEMPTS,
                 )
         time.sleep(pause)
 

@@ -22,6 +22,8 @@ depends_on = None
 # In dependency order: each file only uses what the files before it define.
 FUNCTIONS = [
     "functions/region_results_mirror_elements.v1.sql",
+    "functions/jobs_mirror_models.v1.sql",
+    "functions/jobs_mirror_questions.v1.sql",
     "functions/region_results_mirror_rows.v1.sql",
     "functions/jobs_mirror_fingerprint.v1.sql",
     "functions/executions_mirror_lock_key.v1.sql",

@@ -58,12 +58,9 @@ BEGIN
     WITH
     src AS (
         SELECT i.region_result AS rr, i.region_result_id AS id, i.r_xmin AS rx,
-               i.job_id AS job, i.jobspec_data AS spec,
-               public.jobs_mirror_fingerprint(i.job_id, i.jobspec_data) AS fp,
-               s.region_result_id IS NOT NULL AS has_state, s.r_xmin AS state_xmin,
-               s.job_fingerprint AS state_fp
+               i.job_id AS job, i.jobspec_data AS spec, i.job_fingerprint AS fp,
+               i.has_state, i.state_xmin, i.state_job_fingerprint AS state_fp
         FROM public.region_results_mirror_inputs i
-        LEFT JOIN public.region_results_mirror_state s ON s.region_result_id = i.region_result_id
         WHERE i.region_result_id = ANY (region_result_ids)),
     scoped AS (
         SELECT src.*,

@@ -49,43 +49,15 @@ BEGIN
         ('running', 'running'), ('processing', 'running'), ('retrying', 'running'),
         ('queued', 'pending'), ('pending', 'pending'),
         ('cancelled', 'cancelled'), ('canceled', 'cancelled')),
-    -- models(J): metadata.models ids, else metadata.model, else R.model_id, else llama3.2-1b.
-    spec_models AS (
-        SELECT m.ord, m.v,
-               CASE jsonb_typeof(m.v)
-                   WHEN 'string' THEN nullif(m.v #>> '{}', '')
-                   WHEN 'object' THEN CASE
-                       WHEN jsonb_typeof(m.v -> 'id') = 'string' AND m.v ->> 'id' <> '' THEN m.v ->> 'id'
-                       WHEN jsonb_typeof(m.v -> 'model_id') = 'string' AND m.v ->> 'model_id' <> '' THEN m.v ->> 'model_id'
-                       WHEN jsonb_typeof(m.v -> 'name') = 'string' AND m.v ->> 'name' <> '' THEN m.v ->> 'name'
-                   END
-               END AS id
-        FROM jsonb_array_elements(CASE WHEN jsonb_typeof(spec #> '{metadata,models}') = 'array'
-                                       THEN spec #> '{metadata,models}' END) WITH ORDINALITY AS m(v, ord)),
+    -- models(J) and questions(J), in order (unusable spec entries have a NULL id).
+    spec_models AS (SELECT * FROM public.jobs_mirror_models(spec, r.model_id)),
+    spec_questions AS (SELECT * FROM public.jobs_mirror_questions(spec)),
     models AS (
-        SELECT coalesce(
-            (SELECT array_agg(u.id ORDER BY u.ord)
-             FROM (SELECT DISTINCT ON (id) id, ord FROM spec_models WHERE id IS NOT NULL ORDER BY id, ord) u),
-            ARRAY[coalesce(
-                CASE WHEN jsonb_typeof(spec #> '{metadata,model}') = 'string'
-                     THEN nullif(spec #>> '{metadata,model}', '') END,
-                nullif(r.model_id::text, ''),
-                'llama3.2-1b')]) AS list),
-    -- questions(J): the questions array's ids, else ['default'].
-    spec_questions AS (
-        SELECT q.ord, q.v,
-               CASE jsonb_typeof(q.v)
-                   WHEN 'string' THEN nullif(q.v #>> '{}', '')
-                   WHEN 'object' THEN CASE WHEN jsonb_typeof(q.v -> 'id') = 'string'
-                                           THEN nullif(q.v ->> 'id', '') END
-               END AS id
-        FROM jsonb_array_elements(CASE WHEN jsonb_typeof(spec -> 'questions') = 'array'
-                                       THEN spec -> 'questions' END) WITH ORDINALITY AS q(v, ord)),
+        SELECT array_agg(m.model_id ORDER BY m.seq) AS list
+        FROM spec_models m WHERE m.model_id IS NOT NULL),
     questions AS (
-        SELECT coalesce(
-            (SELECT array_agg(u.id ORDER BY u.ord)
-             FROM (SELECT DISTINCT ON (id) id, ord FROM spec_questions WHERE id IS NOT NULL ORDER BY id, ord) u),
-            ARRAY['default']) AS list),
+        SELECT array_agg(q.question_id ORDER BY q.seq) AS list
+        FROM spec_questions q WHERE q.question_id IS NOT NULL),
     -- The region's own status, and whether it is finished.
     reg AS (
         SELECT coalesce(v.mapped, CASE WHEN r.completed_at IS NOT NULL THEN 'failed' ELSE 'pending' END) AS status,
@@ -211,16 +183,16 @@ BEGIN
         WHERE jsonb_typeof(spec #> '{metadata,models}') NOT IN ('array', 'null')
         UNION ALL
         SELECT 'malformed_models', format('jobspec_data.metadata.models[%s] is not a usable model id: %s',
-                                          m.ord - 1, left(m.v::text, 100))
-        FROM spec_models m WHERE m.id IS NULL
+                                          m.entry_index, left(m.entry::text, 100))
+        FROM spec_models m WHERE m.model_id IS NULL
         UNION ALL
         SELECT 'malformed_questions', format('jobspec_data.questions is %s, not an array',
                                              jsonb_typeof(spec -> 'questions'))
         WHERE jsonb_typeof(spec -> 'questions') NOT IN ('array', 'null')
         UNION ALL
         SELECT 'malformed_questions', format('jobspec_data.questions[%s] is not a usable question id: %s',
-                                             q.ord - 1, left(q.v::text, 100))
-        FROM spec_questions q WHERE q.id IS NULL
+                                             q.entry_index, left(q.entry::text, 100))
+        FROM spec_questions q WHERE q.question_id IS NULL
         UNION ALL
         SELECT 'unknown_status', format('region status %s is not a known status; mapped to %s',
                                         quote_literal(left(r.status, 100)), reg.status)

@@ -33,6 +33,8 @@ DROP VIEW IF EXISTS public.region_results_mirror_inputs;
 DROP FUNCTION IF EXISTS public.executions_mirror_lock_key(integer, text, uuid);
 DROP FUNCTION IF EXISTS public.jobs_mirror_fingerprint(integer, jsonb);
 DROP FUNCTION IF EXISTS public.region_results_mirror_rows(public.region_results, integer, jsonb, text[]);
+DROP FUNCTION IF EXISTS public.jobs_mirror_questions(jsonb);
+DROP FUNCTION IF EXISTS public.jobs_mirror_models(jsonb, text);
 DROP FUNCTION IF EXISTS public.region_results_mirror_elements(jsonb);
 
 DROP TABLE IF EXISTS public.region_results_mirror_anomalies;

@@ -76,11 +76,8 @@ FROM (
                e.response_length::integer, e.retry_count::integer, e.max_retries::integer,
                e.last_retry_at::timestamptz, e.retry_history::jsonb
         FROM public.region_results_mirror_inputs i
-        JOIN public.region_results_mirror_state s
-          ON s.region_result_id = i.region_result_id
-         AND s.r_xmin = i.r_xmin
-         AND s.job_fingerprint = public.jobs_mirror_fingerprint(i.job_id, i.jobspec_data)
         JOIN public.executions e ON e.mirror_region_result_id = i.region_result_id
+        WHERE i.mirrored
         UNION ALL
         -- (c) the rule's rows for region results that are not mirrored
         SELECT NULL::integer, 'derived'::text, 1,
@@ -95,12 +92,8 @@ FROM (
                NULL::text, 'unknown'::text, false, false, false, 0, 0, 3,
                NULL::timestamptz, '[]'::jsonb
         FROM public.region_results_mirror_inputs i
-        LEFT JOIN public.region_results_mirror_state s ON s.region_result_id = i.region_result_id
         CROSS JOIN LATERAL public.region_results_mirror_rows(i.region_result, i.job_id, i.jobspec_data) f
-        WHERE f.evidence IS NOT NULL
-          AND NOT coalesce(s.r_xmin = i.r_xmin
-                           AND s.job_fingerprint = public.jobs_mirror_fingerprint(i.job_id, i.jobspec_data),
-                           false)
+        WHERE NOT i.mirrored AND f.evidence IS NOT NULL
     ) u
     ORDER BY u.jobspec_id, u.job_id, u.region, u.model_id, u.question_key, u.alone,
              u.source_rank,

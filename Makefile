@@ -1,0 +1,37 @@
+# beaconsql: thin aliases. `make help` lists them. Each target works on a fresh clone: it
+# creates .venv and installs the project (with its development tools) first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help setup demo test lint bench clean
+
+help: ## List the targets
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-6s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP) ## Create .venv and install beaconsql with its development tools
+
+demo: $(STAMP) ## Run the main job end to end (embedded PostgreSQL unless a DSN is set)
+	$(BIN)/beaconsql demo
+
+lint: $(STAMP) ## ruff and mypy
+	$(BIN)/ruff check beaconsql migrations tests bench
+	$(BIN)/ruff format --check beaconsql migrations tests bench
+	$(BIN)/mypy
+
+test: lint ## Lint, then the tests (BEACONSQL_TEST_DSN, else the embedded server)
+	$(BIN)/pytest -q
+
+bench: $(STAMP) ## The benchmarks: ratios against baselines, written to bench/results.json
+	$(BIN)/python -m bench
+
+clean: ## Remove .venv and caches
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

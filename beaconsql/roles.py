@@ -1,0 +1,160 @@
+"""Least-privilege roles for the portal and the writer (``beaconsql grant``; SPEC "Roles").
+
+- the portal role (default ``beacon_portal``) may SELECT ``executions_unified`` and ``jobs``,
+  nothing else: the view reads the runner's tables with its owner's rights, and the functions
+  it calls read no table;
+- the writer role (default ``beacon_writer``) may read and write the runner's tables (and the
+  mirror's own, which its triggers write as the writing role: the trigger functions are not
+  SECURITY DEFINER), use their sequences, and nothing more: no DDL.
+
+Roles are cluster-wide, so no revision creates or drops them; this creates each one if absent
+(NOLOGIN: grant it to the application's login role, or ALTER ROLE … LOGIN PASSWORD …) and
+grants in the current database only. Running it again, or in another database of the same
+cluster, is safe.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from beaconsql import migration
+from beaconsql.errors import InvalidArgumentError
+
+PORTAL_ROLE = "beacon_portal"
+WRITER_ROLE = "beacon_writer"
+PORTAL_RELATIONS = ("executions_unified", "jobs")
+# The runner's tables (runner-app.md section 1.2) that exist in a given database are granted;
+# the first six are always there once beaconsql's baseline ran.
+RUNNER_TABLES = (
+    "jobs",
+    "executions",
+    "cross_region_executions",
+    "region_results",
+    "cross_region_analyses",
+    "transparency_log",
+    "diffs",
+    "outbox",
+    "ipfs_bundles",
+    "idempotency_keys",
+    "trace_spans",
+)
+MIRROR_TABLES = ("region_results_mirror_state", "region_results_mirror_anomalies")
+WRITER_VIEWS = ("executions_unified", "region_results_mirror_inputs")
+_ROLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
+
+
+def _check_role_name(name: str) -> str:
+    if not _ROLE_NAME.match(name):
+        raise InvalidArgumentError(
+            f"role name {name!r} is not a plain identifier (letters, digits, _, at most 63)"
+        )
+    return name
+
+
+def _existing(conn: psycopg.Connection[Any], names: tuple[str, ...]) -> list[str]:
+    rows = conn.execute(
+        "SELECT relname FROM pg_catalog.pg_class "
+        "WHERE relnamespace = 'public'::regnamespace AND relname = ANY(%s) ORDER BY relname",
+        (list(names),),
+    ).fetchall()
+    return [str(r[0]) for r in rows]
+
+
+def _sequences(conn: psycopg.Connection[Any], tables: list[str]) -> list[str]:
+    """Sequences the writer's inserts draw from: those owned by its tables, and the
+    transparency log's index sequence (its BEFORE INSERT trigger calls nextval)."""
+    rows = conn.execute(
+        """
+        SELECT DISTINCT s.relname
+        FROM pg_catalog.pg_class s
+        JOIN pg_catalog.pg_depend d ON d.objid = s.oid AND d.deptype IN ('a', 'i')
+        JOIN pg_catalog.pg_class t ON t.oid = d.refobjid
+        WHERE s.relkind = 'S' AND t.relnamespace = 'public'::regnamespace
+          AND t.relname = ANY(%s)
+        UNION
+        SELECT relname FROM pg_catalog.pg_class
+        WHERE relkind = 'S' AND relnamespace = 'public'::regnamespace
+          AND relname = 'transparency_log_index_seq'
+        ORDER BY 1
+        """,
+        (tables,),
+    ).fetchall()
+    return [str(r[0]) for r in rows]
+
+
+def _names(names: list[str]) -> sql.Composed:
+    return sql.SQL(", ").join(sql.Identifier("public", n) for n in names)
+
+
+def grant_statements(
+    conn: psycopg.Connection[Any],
+    *,
+    portal_role: str = PORTAL_ROLE,
+    writer_role: str = WRITER_ROLE,
+) -> list[sql.Composed]:
+    """Return the statements :func:`grant` runs, in order (for ``--dry-run``)."""
+    portal, writer = _check_role_name(portal_role), _check_role_name(writer_role)
+    if portal == writer:
+        raise InvalidArgumentError("the portal and writer roles must differ")
+    migration.require_head(conn)
+    statements: list[sql.Composed] = []
+    existing_roles = {
+        str(r[0])
+        for r in conn.execute(
+            "SELECT rolname FROM pg_catalog.pg_roles WHERE rolname = ANY(%s)", ([portal, writer],)
+        )
+    }
+    for role in (portal, writer):
+        if role not in existing_roles:
+            statements.append(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(role)))
+    p, w = sql.Identifier(portal), sql.Identifier(writer)
+    statements += [
+        sql.SQL("GRANT USAGE ON SCHEMA public TO {}").format(p),
+        sql.SQL("GRANT SELECT ON {} TO {}").format(_names(list(PORTAL_RELATIONS)), p),
+        sql.SQL("GRANT USAGE ON SCHEMA public TO {}").format(w),
+    ]
+    tables = _existing(conn, RUNNER_TABLES)
+    statements += [
+        sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON {} TO {}").format(_names(tables), w),
+        sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON {} TO {}").format(
+            _names(list(MIRROR_TABLES)), w
+        ),
+        sql.SQL("GRANT SELECT ON {} TO {}").format(_names(list(WRITER_VIEWS)), w),
+    ]
+    sequences = _sequences(conn, tables)
+    if sequences:
+        statements.append(
+            sql.SQL("GRANT USAGE, SELECT ON SEQUENCE {} TO {}").format(_names(sequences), w)
+        )
+    return statements
+
+
+def grant(
+    conn: psycopg.Connection[Any],
+    *,
+    portal_role: str = PORTAL_ROLE,
+    writer_role: str = WRITER_ROLE,
+    dry_run: bool = False,
+) -> list[str]:
+    """Create the roles if absent and grant them in *conn*'s database, in one transaction.
+
+    Returns the statements, as text. With *dry_run* nothing is executed. Raises
+    InvalidArgumentError for a bad role name, NotMigratedError before ``beaconsql upgrade``,
+    psycopg.errors.InsufficientPrivilege when the connected user may not create roles or grant.
+    """
+    statements = grant_statements(conn, portal_role=portal_role, writer_role=writer_role)
+    texts = [s.as_string(conn) for s in statements]
+    if dry_run:
+        return texts
+    with conn.transaction():
+        for statement in statements:
+            try:
+                with conn.transaction():
+                    conn.execute(statement)
+            except psycopg.errors.DuplicateObject:
+                pass  # another database of the cluster created the role meanwhile
+    return texts

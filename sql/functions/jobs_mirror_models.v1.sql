@@ -1,0 +1,43 @@
+-- jobs_mirror_models(spec, fallback_model): models(J) of the mirror rule (SPEC "The mirror
+-- rule"): the usable ids of jobspec_data.metadata.models (a non-empty string, or an object's
+-- id, else model_id, else name), first occurrence kept, numbered from 1 in seq; when
+-- there is none, metadata.model (a non-empty string), else fallback_model (the region
+-- result's model_id), else 'llama3.2-1b', as seq 1. Unusable entries of the array come
+-- back too, with model_id NULL and their index in entry_index, for the rule's anomalies.
+-- Read by region_results_mirror_rows and the portal's progress query.
+CREATE OR REPLACE FUNCTION public.jobs_mirror_models(spec jsonb, fallback_model text DEFAULT NULL)
+RETURNS TABLE (seq integer, model_id text, entry_index integer, entry jsonb)
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
+    WITH entries AS (
+        SELECT (m.ord - 1)::integer AS entry_index, m.v AS entry,
+               CASE jsonb_typeof(m.v)
+                   WHEN 'string' THEN nullif(m.v #>> '{}', '')
+                   WHEN 'object' THEN CASE
+                       WHEN jsonb_typeof(m.v -> 'id') = 'string' AND m.v ->> 'id' <> '' THEN m.v ->> 'id'
+                       WHEN jsonb_typeof(m.v -> 'model_id') = 'string' AND m.v ->> 'model_id' <> '' THEN m.v ->> 'model_id'
+                       WHEN jsonb_typeof(m.v -> 'name') = 'string' AND m.v ->> 'name' <> '' THEN m.v ->> 'name'
+                   END
+               END AS id
+        FROM jsonb_array_elements(CASE WHEN jsonb_typeof(spec #> '{metadata,models}') = 'array'
+                                       THEN spec #> '{metadata,models}' END) WITH ORDINALITY AS m(v, ord)),
+    usable AS (
+        SELECT DISTINCT ON (e.id) e.id, e.entry_index FROM entries e
+        WHERE e.id IS NOT NULL ORDER BY e.id, e.entry_index),
+    listed AS (
+        SELECT (row_number() OVER (ORDER BY u.entry_index))::integer AS seq, u.id, u.entry_index
+        FROM usable u)
+    SELECT l.seq, l.id, l.entry_index, NULL::jsonb FROM listed l
+    UNION ALL
+    SELECT 1, coalesce(CASE WHEN jsonb_typeof(spec #> '{metadata,model}') = 'string'
+                            THEN nullif(spec #>> '{metadata,model}', '') END,
+                       nullif(fallback_model, ''), 'llama3.2-1b'), NULL, NULL
+    WHERE NOT EXISTS (SELECT 1 FROM listed)
+    UNION ALL
+    SELECT NULL, NULL, e.entry_index, e.entry FROM entries e WHERE e.id IS NULL;
+END
+$$;

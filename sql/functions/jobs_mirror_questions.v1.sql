@@ -1,0 +1,35 @@
+-- jobs_mirror_questions(spec): questions(J) of the mirror rule (SPEC "The mirror rule"): the
+-- usable ids of jobspec_data.questions (a non-empty string, or an object's id), first
+-- occurrence kept, numbered from 1 in seq; when there is none, 'default' as seq 1.
+-- Unusable entries come back too, with question_id NULL and their index, for the anomalies.
+-- Read by region_results_mirror_rows and the portal's progress query.
+CREATE OR REPLACE FUNCTION public.jobs_mirror_questions(spec jsonb)
+RETURNS TABLE (seq integer, question_id text, entry_index integer, entry jsonb)
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
+    WITH entries AS (
+        SELECT (q.ord - 1)::integer AS entry_index, q.v AS entry,
+               CASE jsonb_typeof(q.v)
+                   WHEN 'string' THEN nullif(q.v #>> '{}', '')
+                   WHEN 'object' THEN CASE WHEN jsonb_typeof(q.v -> 'id') = 'string'
+                                           THEN nullif(q.v ->> 'id', '') END
+               END AS id
+        FROM jsonb_array_elements(CASE WHEN jsonb_typeof(spec -> 'questions') = 'array'
+                                       THEN spec -> 'questions' END) WITH ORDINALITY AS q(v, ord)),
+    usable AS (
+        SELECT DISTINCT ON (e.id) e.id, e.entry_index FROM entries e
+        WHERE e.id IS NOT NULL ORDER BY e.id, e.entry_index),
+    listed AS (
+        SELECT (row_number() OVER (ORDER BY u.entry_index))::integer AS seq, u.id, u.entry_index
+        FROM usable u)
+    SELECT l.seq, l.id, l.entry_index, NULL::jsonb FROM listed l
+    UNION ALL
+    SELECT 1, 'default', NULL, NULL WHERE NOT EXISTS (SELECT 1 FROM listed)
+    UNION ALL
+    SELECT NULL, NULL, e.entry_index, e.entry FROM entries e WHERE e.id IS NULL;
+END
+$$;

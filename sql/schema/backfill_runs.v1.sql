@@ -1,0 +1,32 @@
+-- Backfill runs (revision 0004). Read by migrations/versions/0004_backfill_runs.py; written by
+-- `beaconsql backfill` (beaconsql/backfill.py), read by `beaconsql status`.
+-- One row per run: its scope, its high-water mark (the largest region result id when it
+-- started: later rows are the triggers'), its keyset cursor and counts, saved in the same
+-- transaction as each batch, so that an interrupted run resumes where it stopped.
+CREATE TABLE IF NOT EXISTS public.region_results_backfill_runs (
+    id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    status          text NOT NULL DEFAULT 'running'
+                    CHECK (status IN ('running', 'interrupted', 'completed', 'failed')),
+    scope_job       text,
+    scope_since     timestamptz,
+    high_water_mark uuid,
+    cursor          uuid,
+    phase           text NOT NULL DEFAULT 'region_results'
+                    CHECK (phase IN ('region_results', 'orphans', 'done')),
+    batches         integer NOT NULL DEFAULT 0,
+    examined        bigint NOT NULL DEFAULT 0,
+    inserted        bigint NOT NULL DEFAULT 0,
+    updated         bigint NOT NULL DEFAULT 0,
+    deleted         bigint NOT NULL DEFAULT 0,
+    detached        bigint NOT NULL DEFAULT 0,
+    left_to_direct  bigint NOT NULL DEFAULT 0,
+    anomalies       bigint NOT NULL DEFAULT 0,
+    states          bigint NOT NULL DEFAULT 0,
+    max_batch_rows  integer NOT NULL DEFAULT 0,
+    last_error      text,
+    started_at      timestamptz NOT NULL DEFAULT now(),
+    updated_at      timestamptz NOT NULL DEFAULT now(),
+    finished_at     timestamptz
+);
+COMMENT ON TABLE public.region_results_backfill_runs IS
+    'beaconsql: backfill runs, with the cursor and counts of each, for resuming and for status';
