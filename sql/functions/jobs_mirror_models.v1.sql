@@ -7,7 +7,7 @@
 -- Read by region_results_mirror_rows and the portal's progress query.
 CREATE OR REPLACE FUNCTION public.jobs_mirror_models(spec jsonb, fallback_model text DEFAULT NULL)
 RETURNS TABLE (seq integer, model_id text, entry_index integer, entry jsonb)
-LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE ROWS 3
 SET search_path = pg_catalog, pg_temp
 AS $$
 #variable_conflict use_column

@@ -16,6 +16,7 @@ RETURNS TABLE (inserted integer, updated integer, deleted integer, detached inte
                left_to_direct integer, anomalies integer, states integer)
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, public, pg_temp
+SET jit = off
 AS $$
 #variable_conflict use_column
 BEGIN

@@ -6,7 +6,7 @@
 CREATE OR REPLACE FUNCTION public.region_results_mirror_elements(elements jsonb)
 RETURNS TABLE (ordinality bigint, element jsonb, model_id text, question_id text,
                usable boolean, wins boolean)
-LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE ROWS 12
 SET search_path = pg_catalog, pg_temp
 AS $$
 #variable_conflict use_column

@@ -46,8 +46,10 @@ RETURNS TABLE (
     job_fingerprint text,
     anomaly_kind text,
     anomaly_detail text)
-LANGUAGE plpgsql STABLE
+LANGUAGE plpgsql STABLE ROWS 20
 SET search_path = pg_catalog, public, pg_temp
+-- Short OLTP statements: JIT compilation would cost far more than it saves.
+SET jit = off
 AS $$
 #variable_conflict use_column
 BEGIN

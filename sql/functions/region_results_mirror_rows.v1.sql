@@ -34,8 +34,9 @@ RETURNS TABLE (
     evidence smallint,
     anomaly_kind text,
     anomaly_detail text)
-LANGUAGE plpgsql STABLE PARALLEL SAFE
+LANGUAGE plpgsql STABLE PARALLEL SAFE ROWS 12
 SET search_path = pg_catalog, pg_temp
+SET jit = off
 AS $$
 #variable_conflict use_column
 BEGIN
