@@ -143,10 +143,14 @@ def is_connection_failure(exc: BaseException) -> bool:
 
 
 def describe(exc: BaseException) -> str:
-    """Return PostgreSQL's message with its HINT, or the exception text."""
+    """Return PostgreSQL's message with its DETAIL (which names dependent objects) and HINT,
+    or the exception text. A hint to use CASCADE is left out: beaconsql never cascades."""
     if isinstance(exc, psycopg.Error) and exc.diag.message_primary:
         text = exc.diag.message_primary
-        if exc.diag.message_hint:
-            text += f" (hint: {exc.diag.message_hint})"
+        if exc.diag.message_detail:
+            text += f" ({exc.diag.message_detail.strip()})"
+        hint = exc.diag.message_hint
+        if hint and "CASCADE" not in hint:
+            text += f" (hint: {hint})"
         return text
     return _first_line(exc)

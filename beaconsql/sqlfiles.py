@@ -47,12 +47,16 @@ _NAME_LINE = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
 @functools.cache
 def named_queries(relative_path: str) -> dict[str, str]:
     """Return the queries of ``sql/<relative_path>`` keyed by their ``-- name:`` line."""
-    text = read_sql(relative_path)
+    return parse_named_queries(read_sql(relative_path), source=f"sql/{relative_path}")
+
+
+def parse_named_queries(text: str, *, source: str = "<text>") -> dict[str, str]:
+    """Split *text* into its ``-- name: <query_name>`` sections; raise ValueError on a repeat."""
     queries: dict[str, str] = {}
     pieces = _NAME_LINE.split(text)
     # pieces = [preamble, name1, body1, name2, body2, ...]
     for name, body in zip(pieces[1::2], pieces[2::2], strict=True):
         if name in queries:
-            raise ValueError(f"query {name!r} is defined twice in sql/{relative_path}")
+            raise ValueError(f"query {name!r} is defined twice in {source}")
         queries[name] = body.strip().rstrip(";")
     return queries

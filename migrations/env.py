@@ -18,7 +18,7 @@ from typing import Any
 
 import psycopg
 from alembic import context
-from sqlalchemy import create_engine
+from sqlalchemy import Engine, create_engine
 from sqlalchemy.pool import NullPool
 
 from beaconsql import db
@@ -62,7 +62,7 @@ def _log_notice(diag: psycopg.errors.Diagnostic) -> None:
 
 
 def _lock_holders(dsn: str) -> str:
-    """Describe the sessions holding locks on the tables beaconsql migrates."""
+    """Describe the other sessions holding locks on relations of the public schema."""
     try:
         with db.connect(dsn, autocommit=True) as conn:
             rows = conn.execute(
@@ -72,11 +72,10 @@ def _lock_holders(dsn: str) -> str:
                 FROM pg_catalog.pg_locks l
                 JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid
                 WHERE l.granted AND l.pid <> pg_backend_pid()
-                  AND l.relation IN (
-                      SELECT oid FROM pg_catalog.pg_class
-                      WHERE relnamespace = 'public'::regnamespace
-                        AND relname IN ('executions', 'region_results', 'jobs',
-                                        'cross_region_executions', 'transparency_log'))
+                  AND l.database = (SELECT oid FROM pg_catalog.pg_database
+                                    WHERE datname = current_database())
+                  AND l.relation IN (SELECT oid FROM pg_catalog.pg_class
+                                     WHERE relnamespace = 'public'::regnamespace)
                 ORDER BY 1
                 """
             ).fetchall()
@@ -96,16 +95,28 @@ def _lock_timeout_of(exc: BaseException) -> psycopg.errors.LockNotAvailable | No
 
 
 def run_migrations_with(connection: Any) -> None:
-    """Run on a connection the caller owns (pytest-alembic, the cookbook's shared connection)."""
-    connection.connection.driver_connection.execute(LOCK_SETTING)
+    """Run on a connection the caller owns (pytest-alembic, the cookbook's shared connection).
+
+    Revisions build indexes CONCURRENTLY, which cannot run inside a caller's transaction: an
+    open one (e.g. from reading the current revision) is committed first.
+    """
+    if connection.in_transaction():
+        connection.commit()
+    connection.exec_driver_sql(LOCK_SETTING)
+    connection.commit()
     context.configure(connection=connection, transaction_per_migration=True)
     with context.begin_transaction():
         context.run_migrations()
 
 
 def run_migrations_online() -> None:
-    if config.attributes.get("connection") is not None:
-        run_migrations_with(config.attributes["connection"])
+    given = config.attributes.get("connection")
+    if isinstance(given, Engine):
+        with given.connect() as connection:
+            run_migrations_with(connection)
+        return
+    if given is not None:
+        run_migrations_with(given)
         return
     dsn = _dsn()
     engine = create_engine(
@@ -129,8 +140,8 @@ def run_migrations_online() -> None:
                 if attempt == LOCK_ATTEMPTS:
                     raise MigrationError(
                         f"gave up after {LOCK_ATTEMPTS} attempts: a lock was not granted within "
-                        f"lock_timeout={LOCK_TIMEOUT} {notes}. Sessions holding locks on the "
-                        f"runner's tables: {_lock_holders(dsn)}. Next step: let those "
+                        f"lock_timeout={LOCK_TIMEOUT} {notes}. Sessions holding locks on tables of "
+                        f"the public schema: {_lock_holders(dsn)}. Next step: let those "
                         "transactions finish (or end them), then rerun; every revision is "
                         "safe to rerun."
                     ) from None

@@ -31,6 +31,8 @@ from beaconsql import migration
 
 FIXTURES = Path(__file__).parent / "fixtures"
 RUNNER = FIXTURES / "runner"
+# Database names carry the process id, so that test sessions sharing a server never collide.
+SESSION = f"{os.getpid()}"
 
 
 def _docker_available() -> bool:
@@ -115,7 +117,7 @@ def pg_server(pg_backend: dict[str, Any]) -> Iterator[NoopExecutor]:
         port=pg_backend["port"],
         user=pg_backend["user"],
         password=pg_backend["password"],
-        dbname="beaconsql_test",
+        dbname=f"beaconsql_test_{SESSION}",
         options="",
     )
     janitor = DatabaseJanitor(
@@ -152,23 +154,25 @@ def _sql_loader(*files: str) -> Any:
     return load
 
 
-postgresql_empty = factories.postgresql_noproc(depends_on="pg_server", dbname="beaconsql_empty")
+postgresql_empty = factories.postgresql_noproc(
+    depends_on="pg_server", dbname=f"beaconsql_empty_{SESSION}"
+)
 postgresql_head = factories.postgresql_noproc(
-    depends_on="pg_server", dbname="beaconsql_head", load=[load_migrated]
+    depends_on="pg_server", dbname=f"beaconsql_head_{SESSION}", load=[load_migrated]
 )
 postgresql_runner = factories.postgresql_noproc(
     depends_on="pg_server",
-    dbname="beaconsql_runner",
+    dbname=f"beaconsql_runner_{SESSION}",
     load=[_sql_loader("migrations.sql", "history.sql", "history_question_ids.sql")],
 )
 postgresql_runner_without_007 = factories.postgresql_noproc(
     depends_on="pg_server",
-    dbname="beaconsql_runner_no007",
+    dbname=f"beaconsql_runner_no007_{SESSION}",
     load=[_sql_loader("migrations_without_007.sql", "history.sql")],
 )
 postgresql_runner_inline = factories.postgresql_noproc(
     depends_on="pg_server",
-    dbname="beaconsql_runner_inline",
+    dbname=f"beaconsql_runner_inline_{SESSION}",
     load=[_sql_loader("inline_fallback.sql", "inline_history.sql")],
 )
 

@@ -15,6 +15,7 @@ import json
 import logging
 import re
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -110,9 +111,22 @@ EXECUTIONS_INDEXES = {
 }
 
 REGION_RESULTS_COLUMNS = [
-    "id", "cross_region_execution_id", "region", "provider_id", "provider_info", "status",
-    "started_at", "completed_at", "duration_ms", "execution_output", "error_message", "scoring",
-    "metadata", "created_at", "updated_at", "model_id",
+    "id",
+    "cross_region_execution_id",
+    "region",
+    "provider_id",
+    "provider_info",
+    "status",
+    "started_at",
+    "completed_at",
+    "duration_ms",
+    "execution_output",
+    "error_message",
+    "scoring",
+    "metadata",
+    "created_at",
+    "updated_at",
+    "model_id",
 ]
 
 CHK_EXECUTIONS_STATUS = (
@@ -323,7 +337,19 @@ def psql_apply(dsn: str, script: str, tmp_path: Path, name: str) -> None:
     path = tmp_path / name
     path.write_text(script)
     done = subprocess.run(
-        ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-o", "/dev/null", "-d", dsn, "-f", str(path)],
+        [
+            "psql",
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-o",
+            "/dev/null",
+            "-d",
+            dsn,
+            "-f",
+            str(path),
+        ],
         capture_output=True,
         text=True,
         timeout=120,
@@ -412,12 +438,6 @@ def test_pytest_alembic_upgrade_and_up_down_consistency(empty_db):
     assert migration.current_revision(empty_db) == migration.head_revision()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="env.py's config.attributes['connection'] path fails on the second run of a "
-    "connection pytest-alembic already used (AssertionError in alembic autocommit_block: the "
-    "connection is in an autobegun transaction, which alembic treats as external)",
-)
 def test_env_connection_attribute_works_with_plain_pytest_alembic_runner(empty_db):
     import pytest_alembic
 
@@ -501,26 +521,52 @@ def test_upgrade_empty_database_creates_exactly_the_runner_schema(empty_db):
         ).fetchall()
     )
     assert triggers == {
-        ("region_results", "update_region_results_updated_at",
-         "CREATE TRIGGER update_region_results_updated_at BEFORE UPDATE ON public.region_results "
-         "FOR EACH ROW EXECUTE FUNCTION update_updated_at_column()"),
-        ("cross_region_executions", "update_cross_region_executions_updated_at",
-         "CREATE TRIGGER update_cross_region_executions_updated_at BEFORE UPDATE ON "
-         "public.cross_region_executions FOR EACH ROW EXECUTE FUNCTION update_updated_at_column()"),
-        ("cross_region_analyses", "update_cross_region_analyses_updated_at",
-         "CREATE TRIGGER update_cross_region_analyses_updated_at BEFORE UPDATE ON "
-         "public.cross_region_analyses FOR EACH ROW EXECUTE FUNCTION update_updated_at_column()"),
-        ("transparency_log", "trigger_set_transparency_log_fields",
-         "CREATE TRIGGER trigger_set_transparency_log_fields BEFORE INSERT ON "
-         "public.transparency_log FOR EACH ROW EXECUTE FUNCTION set_transparency_log_fields()"),
+        (
+            "region_results",
+            "update_region_results_updated_at",
+            "CREATE TRIGGER update_region_results_updated_at BEFORE UPDATE ON "
+            "public.region_results FOR EACH ROW EXECUTE FUNCTION update_updated_at_column()",
+        ),
+        (
+            "cross_region_executions",
+            "update_cross_region_executions_updated_at",
+            "CREATE TRIGGER update_cross_region_executions_updated_at BEFORE UPDATE ON "
+            "public.cross_region_executions FOR EACH ROW EXECUTE FUNCTION "
+            "update_updated_at_column()",
+        ),
+        (
+            "cross_region_analyses",
+            "update_cross_region_analyses_updated_at",
+            "CREATE TRIGGER update_cross_region_analyses_updated_at BEFORE UPDATE ON "
+            "public.cross_region_analyses FOR EACH ROW EXECUTE FUNCTION update_updated_at_column()",
+        ),
+        (
+            "transparency_log",
+            "trigger_set_transparency_log_fields",
+            "CREATE TRIGGER trigger_set_transparency_log_fields BEFORE INSERT ON "
+            "public.transparency_log FOR EACH ROW EXECUTE FUNCTION set_transparency_log_fields()",
+        ),
     }
     assert scalar(conn, "SELECT to_regclass('public.transparency_log_index_seq')::text") == (
         "transparency_log_index_seq"
     )
     assert [c[0] for c in columns_of(conn, "public_transparency_log")] == [
-        "log_index", "job_id", "region", "provider_id", "status", "started_at", "completed_at",
-        "output_hash", "receipt_hash", "ipfs_cid", "merkle_leaf_hash", "merkle_tree_root",
-        "logged_at", "anchor_tx_hash", "anchor_block_number", "anchor_timestamp",
+        "log_index",
+        "job_id",
+        "region",
+        "provider_id",
+        "status",
+        "started_at",
+        "completed_at",
+        "output_hash",
+        "receipt_hash",
+        "ipfs_cid",
+        "merkle_leaf_hash",
+        "merkle_tree_root",
+        "logged_at",
+        "anchor_tx_hash",
+        "anchor_block_number",
+        "anchor_timestamp",
     ]
 
     # The created objects behave as the runner's: the CHECKs hold, the log numbers and chains.
@@ -532,9 +578,7 @@ def test_upgrade_empty_database_creates_exactly_the_runner_schema(empty_db):
             "INSERT INTO executions (job_id, provider_id, region, status) "
             "VALUES (1, '', 'US', 'retrying')"
         )
-    conn.execute(
-        "INSERT INTO executions (id, job_id, provider_id, region) VALUES (7, 1, '', 'US')"
-    )
+    conn.execute("INSERT INTO executions (id, job_id, provider_id, region) VALUES (7, 1, '', 'US')")
     for _ in range(2):
         conn.execute(
             "INSERT INTO transparency_log (execution_id, job_id, region, provider_id, status, "
@@ -574,9 +618,7 @@ def test_upgrade_empty_database_to_head_adds_the_mirror_and_the_view(empty_db):
     # Every executions index of the runner is still there, plus the mirror's one.
     assert EXECUTIONS_INDEXES <= {
         r[0]
-        for r in conn.execute(
-            "SELECT indexname FROM pg_indexes WHERE tablename = 'executions'"
-        )
+        for r in conn.execute("SELECT indexname FROM pg_indexes WHERE tablename = 'executions'")
     }
 
 
@@ -599,6 +641,29 @@ def test_baseline_schema_equals_the_runner_migrations_schema(empty_db, runner_db
         ], f"column order of {table}"
     view = "SELECT pg_get_viewdef('public.public_transparency_log'::regclass)"
     assert scalar(empty_db, view) == scalar(runner_db, view)
+    sequences = (
+        "SELECT c.relname, format_type(s.seqtypid, NULL), s.seqstart, s.seqincrement, s.seqmin, "
+        "       s.seqmax, s.seqcache, s.seqcycle, "
+        "       (SELECT a.attrelid::regclass::text || '.' || a.attname FROM pg_depend d "
+        "        JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid "
+        "        WHERE d.objid = c.oid AND d.deptype = 'a') "
+        "FROM pg_sequence s JOIN pg_class c ON c.oid = s.seqrelid "
+        "WHERE c.relname IN ('jobs_id_seq', 'executions_id_seq', 'transparency_log_id_seq', "
+        "                    'transparency_log_index_seq') ORDER BY 1"
+    )
+    created_sequences = empty_db.execute(sequences).fetchall()
+    assert len(created_sequences) == 4
+    assert created_sequences == runner_db.execute(sequences).fetchall()
+    triggers_and_functions = (
+        "SELECT t.tgname, p.proname, p.prorettype::regtype::text, l.lanname "
+        "FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid JOIN pg_language l "
+        "ON l.oid = p.prolang WHERE NOT t.tgisinternal AND t.tgrelid = ANY(%s::regclass[]) "
+        "ORDER BY 1"
+    )
+    tables = [f"public.{t}" for t in BASELINE_TABLES]
+    assert empty_db.execute(triggers_and_functions, (tables,)).fetchall() == (
+        runner_db.execute(triggers_and_functions, (tables,)).fetchall()
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -634,7 +699,10 @@ def test_upgrade_adopts_runner_database_without_touching_its_rows_or_objects(req
     assert {c[0] for c in columns_of(conn, "executions")} >= {
         c[0] for c in EXECUTIONS_RUNNER_COLUMNS
     } | set(MIRROR_COLUMNS)
-    assert scalar(conn, "SELECT count(*) FROM executions WHERE mirror_region_result_id IS NOT NULL") == 0
+    assert (
+        scalar(conn, "SELECT count(*) FROM executions WHERE mirror_region_result_id IS NOT NULL")
+        == 0
+    )
 
 
 def test_adopting_runner_database_without_007_adds_question_id_and_its_index(
@@ -649,7 +717,8 @@ def test_adopting_runner_database_without_007_adds_question_id_and_its_index(
         conn, "SELECT pg_get_indexdef('public.idx_executions_dedup_with_question'::regclass)"
     ).endswith("USING btree (job_id, region, model_id, question_id)")
     assert {
-        r[0] for r in conn.execute("SELECT indexname FROM pg_indexes WHERE tablename = 'executions'")
+        r[0]
+        for r in conn.execute("SELECT indexname FROM pg_indexes WHERE tablename = 'executions'")
     } >= EXECUTIONS_INDEXES
     # Recorded as created (so a downgrade may drop it); the column is adopted, never recorded.
     assert conn.execute(
@@ -660,10 +729,13 @@ def test_adopting_runner_database_without_007_adds_question_id_and_its_index(
 def test_adopting_migrations_built_runner_database_records_nothing_as_created(runner_db):
     upgrade(runner_db, "0001")
     assert scalar(runner_db, "SELECT count(*) FROM beaconsql_baseline_objects") == 0
-    assert scalar(
-        runner_db,
-        "SELECT convalidated FROM pg_constraint WHERE conname = 'chk_executions_status'",
-    ) is True
+    assert (
+        scalar(
+            runner_db,
+            "SELECT convalidated FROM pg_constraint WHERE conname = 'chk_executions_status'",
+        )
+        is True
+    )
 
 
 def test_adopting_inline_fallback_database_adds_what_is_missing_and_reports_bad_rows(
@@ -676,15 +748,16 @@ def test_adopting_inline_fallback_database_adds_what_is_missing_and_reports_bad_
     with caplog.at_level(logging.INFO, logger="beaconsql.migration"):
         upgrade(conn)
 
-    assert set(public_tables(conn)) >= set(BASELINE_TABLES) | {
-        "ipfs_bundles", "diffs", "outbox"
-    }
+    assert set(public_tables(conn)) >= set(BASELINE_TABLES) | {"ipfs_bundles", "diffs", "outbox"}
     assert columns_of(conn, "executions")[:12] == EXECUTIONS_RUNNER_COLUMNS[:12]
     names = [c[0] for c in columns_of(conn, "executions")]
     for column in EXECUTIONS_RUNNER_COLUMNS:
         assert column in columns_of(conn, "executions"), column[0]
     assert names[12:17] == [
-        "region_claimed", "region_observed", "region_verified", "verification_method",
+        "region_claimed",
+        "region_observed",
+        "region_verified",
+        "verification_method",
         "preflight_evidence_ref",
     ]
     assert ("summary_source", "text", False, None) in columns_of(conn, "cross_region_analyses")
@@ -775,16 +848,7 @@ def test_upgrade_refuses_unadoptable_database_naming_each_column_and_changes_not
     [
         "runner_db",
         "runner_db_without_007",
-        pytest.param(
-            "runner_db_inline",
-            marks=pytest.mark.xfail(
-                strict=True,
-                raises=MigrationError,
-                reason="baseline downgrade on an inline-fallback database fails: DROP TABLE "
-                "cross_region_executions is blocked by executions_cross_region_execution_id_fkey, "
-                "which the baseline added to the adopted executions table but never recorded",
-            ),
-        ),
+        "runner_db_inline",
     ],
 )
 def test_upgrade_downgrade_base_upgrade_keeps_every_runner_row_and_object(request, variant):
@@ -803,16 +867,22 @@ def test_upgrade_downgrade_base_upgrade_keeps_every_runner_row_and_object(reques
     assert changed_objects(objects, now) == {}
     # What is left beyond the runner's own objects: only the columns adoption added.
     left = {k for k in now if k not in objects}
-    assert {k for k in left if k[0] != "column"} <= {("table", "alembic_version"),
-                                                     ("column", "alembic_version", "version_num"),
-                                                     ("constraint", "alembic_version",
-                                                      "alembic_version_pkc"),
-                                                     ("index", "alembic_version",
-                                                      "alembic_version_pkc")}
+    assert {k for k in left if k[0] != "column"} <= {
+        ("table", "alembic_version"),
+        ("column", "alembic_version", "version_num"),
+        ("constraint", "alembic_version", "alembic_version_pkc"),
+        ("index", "alembic_version", "alembic_version_pkc"),
+    }
     assert {(k[1], k[2]) for k in left if k[0] == "column" and k[1] != "alembic_version"} <= (
         ADOPTABLE_COLUMNS
     )
     assert ("column", "executions", "mirror_region_result_id") not in now
+    # Adopted columns are never dropped, since the runner writes them.
+    assert now[("column", "executions", "question_id")] == ("character varying(255)", False, None)
+    if ("table", "cross_region_analyses") in objects:  # adopted; the inline variant had none
+        assert now[("column", "cross_region_analyses", "summary_source")] == ("text", False, None)
+    else:
+        assert ("table", "cross_region_analyses") not in now
 
     upgrade(conn)
     assert migration.current_revision(conn) == migration.head_revision()
@@ -822,30 +892,46 @@ def test_upgrade_downgrade_base_upgrade_keeps_every_runner_row_and_object(reques
     assert conn.execute("SELECT oid, rolname FROM pg_roles ORDER BY 1").fetchall() == roles
 
 
-def test_downgrade_base_on_inline_fallback_database_keeps_runner_rows(runner_db_inline):
-    """The part of the up/down/up cycle an inline-fallback database does pass: rows survive."""
+def test_downgrade_base_on_inline_fallback_database_drops_only_what_it_created(runner_db_inline):
     conn = runner_db_inline
     data = runner_data(conn)
     upgrade(conn)
-    with pytest.raises(MigrationError):
-        downgrade(conn, "base")
+    downgrade(conn, "base")
     assert_rows_kept(conn, data)
-    assert migration.current_revision(conn) == "0001"
+    assert migration.current_revision(conn) is None
+    tables = {
+        r[0]
+        for r in conn.execute(
+            "SELECT relname FROM pg_class WHERE relkind = 'r' AND relnamespace = 'public'::regnamespace"
+        )
+    }
+    # The tables the baseline created are gone; the adopted ones keep the columns it added.
+    assert not tables & {
+        "cross_region_executions",
+        "region_results",
+        "cross_region_analyses",
+        "transparency_log",
+    }
+    assert {"jobs", "executions"} <= tables
+    assert ("question_id",) in conn.execute(
+        "SELECT attname::text FROM pg_attribute WHERE attrelid = 'executions'::regclass"
+    ).fetchall()
     upgrade(conn)
     assert_rows_kept(conn, data)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="MigrationError keeps PostgreSQL's primary message and hint but drops its DETAIL, "
-    "the only part that names the dependent object (beaconsql.migration.describe)",
-)
-def test_failed_baseline_downgrade_message_names_the_blocking_object(runner_db_inline):
-    conn = runner_db_inline
+def test_failed_baseline_downgrade_message_names_the_blocking_object(empty_db):
+    conn = empty_db
     upgrade(conn)
+    downgrade(conn, "0001")
+    conn.execute("CREATE VIEW someone_elses_jobs AS SELECT id, status FROM jobs")
+    conn.commit()
     with pytest.raises(MigrationError) as failure:
         downgrade(conn, "base")
-    assert "executions_cross_region_execution_id_fkey" in str(failure.value)
+    message = str(failure.value)
+    assert "someone_elses_jobs" in message
+    assert "CASCADE" not in message
+    assert migration.current_revision(conn) == "0001"
 
 
 def test_downgrade_base_refuses_while_created_tables_hold_runner_rows(empty_db):
@@ -871,9 +957,14 @@ def test_downgrade_base_refuses_while_created_tables_hold_runner_rows(empty_db):
         downgrade(conn, "base")
 
     message = str(failure.value)
-    for table, count in [("jobs", 5), ("executions", 13), ("cross_region_executions", 6),
-                         ("region_results", 8), ("cross_region_analyses", 1),
-                         ("transparency_log", 1)]:
+    for table, count in [
+        ("jobs", 5),
+        ("executions", 13),
+        ("cross_region_executions", 6),
+        ("region_results", 8),
+        ("cross_region_analyses", 1),
+        ("transparency_log", 1),
+    ]:
         assert f"{table} ({count} rows)" in message, table
     # Nothing lost: the runner's rows and the baseline's objects are all still there.
     assert migration.current_revision(conn) == "0001"
@@ -897,12 +988,18 @@ def test_downgrade_base_on_empty_database_removes_everything_the_baseline_create
         "SELECT relname, relkind::text FROM pg_class "
         "WHERE relnamespace = 'public'::regnamespace ORDER BY 1"
     ).fetchall() == [("alembic_version", "r"), ("alembic_version_pkc", "i")]
-    assert scalar(conn, "SELECT count(*) FROM pg_proc WHERE pronamespace = 'public'::regnamespace") == 0
-    assert scalar(
-        conn,
-        "SELECT count(*) FROM pg_type WHERE typnamespace = 'public'::regnamespace "
-        "AND typname NOT IN ('alembic_version', '_alembic_version')",
-    ) == 0
+    assert (
+        scalar(conn, "SELECT count(*) FROM pg_proc WHERE pronamespace = 'public'::regnamespace")
+        == 0
+    )
+    assert (
+        scalar(
+            conn,
+            "SELECT count(*) FROM pg_type WHERE typnamespace = 'public'::regnamespace "
+            "AND typname NOT IN ('alembic_version', '_alembic_version')",
+        )
+        == 0
+    )
     assert scalar(conn, "SELECT count(*) FROM alembic_version") == 0
 
 
@@ -962,16 +1059,11 @@ def test_downgrade_of_the_view_stops_when_someone_elses_view_depends_on_it(migra
     conn.execute("CREATE VIEW portal_dashboard AS SELECT job_id, status FROM executions_unified")
     with pytest.raises(MigrationError):
         downgrade(conn, "0002")
-    assert migration.current_revision(conn) == migration.head_revision()
+    assert migration.current_revision(conn) == "0003"  # the view's revision was not undone
     assert scalar(conn, "SELECT to_regclass('public.portal_dashboard') IS NOT NULL")
     assert scalar(conn, "SELECT to_regclass('public.executions_unified') IS NOT NULL")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="MigrationError drops PostgreSQL's DETAIL, so the dependent view is not named "
-    "(beaconsql.migration.describe keeps only message_primary and hint)",
-)
 def test_failed_downgrade_message_names_the_dependent_view(migrated_db):
     conn = migrated_db
     settle(conn)
@@ -1013,7 +1105,39 @@ def test_offline_script_yields_the_same_objects_as_an_online_upgrade(
     match = re.search(r"SET lock_timeout = '(\d+)s';", script)
     assert match and int(match.group(1)) <= 5
     assert match.start() < script.index("BEGIN;")
-    assert "CREATE INDEX CONCURRENTLY" in script
+    assert "Offline mode cannot detect an INVALID index" in script
+    # Index builds on executions / region_results run CONCURRENTLY outside any transaction.
+    in_transaction = False
+    built = set()
+    for line in script.splitlines():
+        if line.strip() == "BEGIN;":
+            in_transaction = True
+        elif line.strip() == "COMMIT;":
+            in_transaction = False
+        else:
+            found = re.match(
+                r"CREATE (?:UNIQUE )?INDEX (?:CONCURRENTLY )?(?:IF NOT EXISTS )?(\w+) "
+                r"ON public\.(?:executions|region_results) ",
+                line,
+            )
+            if found:
+                built.add(found.group(1))
+                assert "CONCURRENTLY" in line and not in_transaction, line
+    assert built >= (EXECUTIONS_INDEXES - {"executions_pkey"}) | {
+        "idx_region_results_cross_region_execution_id",
+        "idx_region_results_model_region",
+    }
+    assert any("mirror" in name for name in built)
+    # `alembic upgrade head --sql` (the repository's alembic.ini) writes the same script.
+    cli = subprocess.run(
+        [sys.executable, "-m", "alembic", "upgrade", "head", "--sql"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert cli.returncode == 0, cli.stderr
+    assert cli.stdout == script
 
     psql_apply(dsn, script, tmp_path, "upgrade.sql")
 
@@ -1024,7 +1148,9 @@ def test_offline_script_yields_the_same_objects_as_an_online_upgrade(
     assert {k: v for k, v in online.items() if offline.get(k) != v} == {}
     for table in public_tables(migrated_db):
         assert columns_of(empty_db, table) == columns_of(migrated_db, table), table
-    record = "SELECT object_type, object_name, table_name FROM beaconsql_baseline_objects ORDER BY id"
+    record = (
+        "SELECT object_type, object_name, table_name FROM beaconsql_baseline_objects ORDER BY id"
+    )
     assert empty_db.execute(record).fetchall() == migrated_db.execute(record).fetchall()
     assert migration.current_revision(empty_db) == migration.head_revision()
 
@@ -1047,11 +1173,36 @@ def test_offline_script_adopts_a_runner_database(runner_db, tmp_path):
         "UPDATE region_results SET metadata = metadata "
         "WHERE id = 'dddddddd-0000-4000-8000-0000000000d1'"
     )
-    assert scalar(
-        conn,
-        "SELECT count(*) FROM executions "
-        "WHERE mirror_region_result_id = 'dddddddd-0000-4000-8000-0000000000d1'",
-    ) == 1
+    assert (
+        scalar(
+            conn,
+            "SELECT count(*) FROM executions "
+            "WHERE mirror_region_result_id = 'dddddddd-0000-4000-8000-0000000000d1'",
+        )
+        == 1
+    )
+
+
+def test_offline_downgrade_script_drops_only_what_the_baseline_created(
+    runner_db_without_007, tmp_path
+):
+    conn = runner_db_without_007
+    data = runner_data(conn)
+    objects = schema_objects(conn)
+    upgrade(conn)
+    dsn = settle(conn)
+    script = migration.downgrade(dsn, f"{migration.head_revision()}:base", sql=True)
+    assert isinstance(script, str)
+    psql_apply(dsn, script, tmp_path, "downgrade.sql")
+    assert migration.current_revision(conn) is None
+    assert_rows_kept(conn, data)
+    now = schema_objects(conn)
+    assert changed_objects(objects, now) == {}
+    # The index the baseline built (recorded) is gone; the adopted column stays.
+    assert ("index", "executions", "idx_executions_dedup_with_question") not in now
+    assert ("column", "executions", "question_id") in now
+    assert ("table", "beaconsql_baseline_objects") not in now
+    assert not [k for k in now if "mirror" in k[-1] or k[-1] == "executions_unified"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1085,10 +1236,14 @@ def test_lock_timeout_stops_the_mirror_revision_after_three_attempts_then_rerun_
         retries = [r for r in caplog.records if "retrying" in r.getMessage()]
         assert len(retries) == migration.LOCK_ATTEMPTS - 1
         assert migration.current_revision(conn) == "0001"
-        assert scalar(
-            conn, "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'public.region_results'::regclass "
-            "AND NOT tgisinternal"
-        ) == 1
+        assert (
+            scalar(
+                conn,
+                "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'public.region_results'::regclass "
+                "AND NOT tgisinternal",
+            )
+            == 1
+        )
     finally:
         stop_blocker(blocker)
     assert migration.upgrade(dsn) == migration.UpgradeResult(
@@ -1123,6 +1278,56 @@ def test_every_revision_runs_with_lock_timeout(runner_db, monkeypatch, start, ta
     assert migration.current_revision(conn) == start
 
 
+def test_revision_failing_on_a_lock_is_finished_by_a_rerun_and_blocks_downgrade_until_then(
+    runner_db, monkeypatch
+):
+    conn = runner_db
+    upgrade(conn, "0001")
+    dsn = settle(conn)
+    monkeypatch.setattr(migration, "LOCK_ATTEMPTS", 1)
+    blocker = psycopg.connect(dsn)
+    try:
+        blocker.execute("LOCK TABLE region_results IN ROW EXCLUSIVE MODE")
+        with pytest.raises(MigrationError):
+            migration.upgrade(dsn)
+    finally:
+        stop_blocker(blocker)
+    # 0002 committed its autocommit part (columns, tables, the concurrent index) before the
+    # trigger lock timed out: the revision is not stamped, and the baseline's downgrade refuses
+    # to strand those objects.
+    assert migration.current_revision(conn) == "0001"
+    with pytest.raises(MigrationError, match="revision 0002"):
+        migration.downgrade(dsn, "base")
+    assert migration.current_revision(conn) == "0001"
+    # A rerun finishes it; then the full downgrade works.
+    migration.upgrade(dsn)
+    assert migration.current_revision(conn) == migration.head_revision()
+    migration.downgrade(dsn, "base")
+    assert migration.current_revision(conn) is None
+
+
+def test_lock_timeout_message_names_the_session_holding_cross_region_analyses(
+    runner_db, monkeypatch
+):
+    conn = runner_db
+    dsn = settle(conn)
+    monkeypatch.setattr(migration, "LOCK_ATTEMPTS", 1)
+    blocker = psycopg.connect(dsn)
+    try:
+        # The runner inserting an analysis, its transaction still open.
+        blocker.execute("LOCK TABLE cross_region_analyses IN ROW EXCLUSIVE MODE")
+        with pytest.raises(MigrationError) as failure:
+            migration.upgrade(dsn)
+        message = str(failure.value)
+        assert "lock_timeout=5s" in message
+        assert (
+            f"pid {blocker.info.backend_pid} holds RowExclusiveLock on cross_region_analyses"
+            in (message)
+        )
+    finally:
+        stop_blocker(blocker)
+
+
 def test_online_upgrade_rebuilds_an_index_an_interrupted_concurrent_build_left_invalid(
     runner_db, migrated_db
 ):
@@ -1150,16 +1355,22 @@ def test_online_upgrade_rebuilds_an_index_an_interrupted_concurrent_build_left_i
     )
     with pytest.raises(psycopg.errors.UniqueViolation):
         conn.execute(build)
-    assert scalar(
-        conn, "SELECT indisvalid FROM pg_index WHERE indexrelid = 'executions_mirror_pair_key'::regclass"
-    ) is False
+    assert (
+        scalar(
+            conn,
+            "SELECT indisvalid FROM pg_index "
+            "WHERE indexrelid = 'executions_mirror_pair_key'::regclass",
+        )
+        is False
+    )
     conn.execute("DELETE FROM executions WHERE id IN (9001, 9002)")
 
     upgrade(conn)
 
     reference = "SELECT pg_get_indexdef(%s::regclass)"
     for name in ["executions_mirror_pair_key", "idx_executions_job_id"]:
-        assert scalar(
-            conn, "SELECT indisvalid FROM pg_index WHERE indexrelid = %s::regclass", (name,)
-        ) is True, name
+        assert (
+            scalar(conn, "SELECT indisvalid FROM pg_index WHERE indexrelid = %s::regclass", (name,))
+            is True
+        ), name
         assert scalar(conn, reference, (name,)) == scalar(migrated_db, reference, (name,)), name

@@ -21,14 +21,19 @@ depends_on = None
 
 # In dependency order: each file only uses what the files before it define.
 FUNCTIONS = [
+    "functions/executions_mirror_status.v1.sql",
+    "functions/executions_mirror_time.v1.sql",
     "functions/region_results_mirror_elements.v1.sql",
     "functions/jobs_mirror_models.v1.sql",
     "functions/jobs_mirror_questions.v1.sql",
+    "functions/region_results_mirror_region_status.v1.sql",
+    "functions/region_results_mirror_element_row.v1.sql",
     "functions/region_results_mirror_rows.v1.sql",
     "functions/jobs_mirror_fingerprint.v1.sql",
     "functions/executions_mirror_lock_key.v1.sql",
     "views/region_results_mirror_inputs.v1.sql",
     "functions/region_results_mirror_changed_pairs.v1.sql",
+    "functions/region_results_mirror_append.v1.sql",
     "functions/region_results_mirror_plan.v1.sql",
     "functions/region_results_mirror_apply.v1.sql",
     "functions/executions_mirror_expects.v1.sql",

@@ -8,6 +8,9 @@ CREATE OR REPLACE FUNCTION public.cross_region_executions_mirror()
 RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, public, pg_temp
+-- One generic plan per statement, cached for the session: re-planning these statements on
+-- every call (custom plans) costs more than running them.
+SET plan_cache_mode = force_generic_plan
 AS $$
 BEGIN
     DELETE FROM public.region_results WHERE cross_region_execution_id = OLD.id;

@@ -8,6 +8,9 @@ CREATE OR REPLACE FUNCTION public.executions_mirror_claim()
 RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, public, pg_temp
+-- One generic plan per statement, cached for the session: re-planning these statements on
+-- every call (custom plans) costs more than running them.
+SET plan_cache_mode = force_generic_plan
 AS $$
 BEGIN
     IF TG_OP <> 'DELETE' AND NEW.mirror_region_result_id IS NULL AND NEW.job_id IS NOT NULL

@@ -8,6 +8,9 @@ CREATE OR REPLACE FUNCTION public.executions_mirror_detach()
 RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, public, pg_temp
+-- One generic plan per statement, cached for the session: re-planning these statements on
+-- every call (custom plans) costs more than running them.
+SET plan_cache_mode = force_generic_plan
 AS $$
 BEGIN
     IF (NEW.job_id, NEW.cross_region_execution_id, NEW.region, NEW.provider_id, NEW.model_id,

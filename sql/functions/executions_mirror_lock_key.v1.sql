@@ -7,10 +7,11 @@ CREATE OR REPLACE FUNCTION public.executions_mirror_lock_key(job_id integer, reg
                                                              region_result_id uuid)
 RETURNS bigint
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
+-- No SET search_path, on purpose: it would stop the planner from inlining this expression
+-- into its callers, which pin their own search_path.
 AS $$
     SELECT hashtextextended(
-        CASE WHEN job_id IS NOT NULL THEN format('beaconsql mirror %s %s', job_id, region)
-             ELSE format('beaconsql mirror %s', region_result_id) END,
+        CASE WHEN job_id IS NOT NULL THEN 'beaconsql mirror ' || job_id::text || ' ' || region
+             ELSE 'beaconsql mirror ' || region_result_id::text END,
         0)
 $$;

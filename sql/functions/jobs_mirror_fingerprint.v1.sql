@@ -7,8 +7,10 @@
 CREATE OR REPLACE FUNCTION public.jobs_mirror_fingerprint(job integer, spec jsonb)
 RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
+-- No SET search_path, on purpose: it would stop the planner from inlining this expression
+-- into its callers (the mirror functions and views), which pin their own search_path.
 AS $$
-    SELECT md5(format('%s|%s|%s|%s', job, spec #> '{metadata,models}', spec #> '{metadata,model}',
-                      spec -> 'questions'))
+    SELECT md5(coalesce(job::text, '') || '|' || coalesce((spec #> '{metadata,models}')::text, '')
+               || '|' || coalesce((spec #> '{metadata,model}')::text, '')
+               || '|' || coalesce((spec -> 'questions')::text, ''))
 $$;

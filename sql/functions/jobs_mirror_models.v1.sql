@@ -7,12 +7,10 @@
 -- Read by region_results_mirror_rows and the portal's progress query.
 CREATE OR REPLACE FUNCTION public.jobs_mirror_models(spec jsonb, fallback_model text DEFAULT NULL)
 RETURNS TABLE (seq integer, model_id text, entry_index integer, entry jsonb)
-LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE ROWS 3
-SET search_path = pg_catalog, pg_temp
+LANGUAGE sql IMMUTABLE PARALLEL SAFE ROWS 3
+-- No SET search_path here, on purpose: a SQL function with one is never inlined, and this
+-- one runs inlined inside the mirror rule and the portal's progress query.
 AS $$
-#variable_conflict use_column
-BEGIN
-    RETURN QUERY
     WITH entries AS (
         SELECT (m.ord - 1)::integer AS entry_index, m.v AS entry,
                CASE jsonb_typeof(m.v)
@@ -38,6 +36,5 @@ BEGIN
                        nullif(fallback_model, ''), 'llama3.2-1b'), NULL, NULL
     WHERE NOT EXISTS (SELECT 1 FROM listed)
     UNION ALL
-    SELECT NULL, NULL, e.entry_index, e.entry FROM entries e WHERE e.id IS NULL;
-END
+    SELECT NULL, NULL, e.entry_index, e.entry FROM entries e WHERE e.id IS NULL
 $$;

@@ -2,12 +2,15 @@
 -- zz_mirror). Mirrors the change into executions in the same transaction through
 -- region_results_mirror_apply (SPEC "The mirror rule", "Materialising the rule"). An UPDATE
 -- that only changes per-pair elements of execution_output.executions (the writer's
--- record_pair) applies just the pairs whose element changed; every other change re-derives
--- the region result.
+-- record_pair) mirrors just that element (region_results_mirror_append), or just the pairs
+-- whose element changed; every other change re-derives the region result.
 CREATE OR REPLACE FUNCTION public.region_results_mirror()
 RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, public, pg_temp
+-- One generic plan per statement, cached for the session: re-planning these statements on
+-- every call (custom plans) costs more than running them.
+SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
     pairs text[];
@@ -18,10 +21,15 @@ BEGIN
            IS NOT DISTINCT FROM
            (OLD.cross_region_execution_id, OLD.region, OLD.provider_id, OLD.status,
             OLD.started_at, OLD.completed_at, OLD.error_message, OLD.model_id)
-       AND jsonb_typeof(OLD.execution_output -> 'executions') = 'array'
+       AND (OLD.execution_output IS NULL
+            OR jsonb_typeof(OLD.execution_output -> 'executions') = 'array')
        AND jsonb_typeof(NEW.execution_output -> 'executions') = 'array' THEN
-        pairs := public.region_results_mirror_changed_pairs(OLD.execution_output -> 'executions',
-                                                            NEW.execution_output -> 'executions');
+        IF public.region_results_mirror_append(OLD, NEW) THEN
+            RETURN NULL;
+        END IF;
+        pairs := public.region_results_mirror_changed_pairs(
+            coalesce(OLD.execution_output -> 'executions', '[]'::jsonb),
+            NEW.execution_output -> 'executions');
         IF pairs IS NOT NULL THEN
             PERFORM public.region_results_mirror_apply(ARRAY[NEW.id], pairs, 'changed_pairs');
             RETURN NULL;

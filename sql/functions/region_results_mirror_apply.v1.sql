@@ -16,10 +16,17 @@ RETURNS TABLE (inserted integer, updated integer, deleted integer, detached inte
                left_to_direct integer, anomalies integer, states integer)
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, public, pg_temp
+-- One generic plan per statement, cached for the session: re-planning these statements on
+-- every call (custom plans) costs more than running them.
+SET plan_cache_mode = force_generic_plan
 SET jit = off
 AS $$
 #variable_conflict use_column
 BEGIN
+    IF cardinality(region_result_ids) IS NULL OR cardinality(region_result_ids) = 0 THEN
+        RETURN QUERY SELECT 0, 0, 0, 0, 0, 0, 0;
+        RETURN;
+    END IF;
     -- SPEC "Serialisation": one lock per (job_id, region), in key order to avoid deadlocks.
     PERFORM pg_advisory_xact_lock(k.key)
     FROM (SELECT public.executions_mirror_lock_key(i.job_id, i.region, i.region_result_id) AS key

@@ -9,6 +9,9 @@ CREATE OR REPLACE FUNCTION public.region_results_mirror_changed_pairs(old_elemen
 RETURNS text[]
 LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
 SET search_path = pg_catalog, public, pg_temp
+-- One generic plan per statement, cached for the session: re-planning these statements on
+-- every call (custom plans) costs more than running them.
+SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
     appended jsonb;

@@ -6,13 +6,10 @@
 CREATE OR REPLACE FUNCTION public.region_results_mirror_elements(elements jsonb)
 RETURNS TABLE (ordinality bigint, element jsonb, model_id text, question_id text,
                usable boolean, wins boolean)
-LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE ROWS 12
-SET search_path = pg_catalog, pg_temp
+LANGUAGE sql IMMUTABLE PARALLEL SAFE ROWS 12
+-- No SET search_path here, on purpose: a SQL function with one is never inlined, and this
+-- one runs inlined inside the mirror rule, whose search_path is pinned.
 AS $$
-#variable_conflict use_column
-BEGIN
-    -- plpgsql, not sql: its plan is cached for the session, which the triggers rely on.
-    RETURN QUERY
     SELECT e.ord, e.v, u.model_id, u.question_id, u.model_id IS NOT NULL,
            u.model_id IS NOT NULL
            AND e.ord = max(e.ord) FILTER (WHERE u.model_id IS NOT NULL)
@@ -27,6 +24,5 @@ BEGIN
                      AND jsonb_typeof(e.v -> 'question_id') = 'string' AND e.v ->> 'question_id' <> ''
                      AS usable) t
     ) u
-    ORDER BY e.ord;
-END
+    ORDER BY e.ord
 $$;

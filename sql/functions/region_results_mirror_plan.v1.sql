@@ -48,6 +48,9 @@ RETURNS TABLE (
     anomaly_detail text)
 LANGUAGE plpgsql STABLE ROWS 20
 SET search_path = pg_catalog, public, pg_temp
+-- One generic plan per statement, cached for the session: re-planning these statements on
+-- every call (custom plans) costs more than running them.
+SET plan_cache_mode = force_generic_plan
 -- Short OLTP statements: JIT compilation would cost far more than it saves.
 SET jit = off
 AS $$
@@ -77,12 +80,16 @@ BEGIN
         FROM scoped sc
         CROSS JOIN LATERAL public.region_results_mirror_rows(sc.rr, sc.job, sc.spec, sc.pairs) f),
     want AS (
-        SELECT ru.*,
-               EXISTS (SELECT 1 FROM public.executions d
-                       WHERE d.mirror_region_result_id IS NULL AND d.job_id = ru.job_id
-                         AND d.region = ru.region AND d.model_id = ru.model_id
-                         AND d.question_id = ru.question_id) AS owned
+        SELECT ru.*, owner.found IS NOT NULL AS owned
         FROM rule ru
+        -- A LATERAL probe with LIMIT, not EXISTS: a cached generic plan must never hash the
+        -- whole executions table to answer it.
+        LEFT JOIN LATERAL (
+            SELECT true AS found FROM public.executions d
+            WHERE d.mirror_region_result_id IS NULL AND d.job_id = ru.job_id
+              AND d.region = ru.region AND d.model_id = ru.model_id
+              AND d.question_id = ru.question_id
+            LIMIT 1) owner ON true
         WHERE ru.evidence IS NOT NULL),
     have AS (
         SELECT e.id, e.mirror_region_result_id AS rrid, e.job_id, e.cross_region_execution_id,

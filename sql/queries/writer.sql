@@ -56,24 +56,29 @@ RETURNING r.id;
 -- 2.4, 5): status success when at least one pair completed (else failed) unless given,
 -- completed_at, duration_ms, error_message ('' on success, 'all executions failed' when
 -- nothing completed), metadata counts, and execution_output.data = the first completed
--- answer, for readers of the legacy format. total_executions counts the pairs the mirror
--- rule yields for the region (expected pairs and recorded ones).
-WITH current AS (
-    SELECT r AS rr, i.job_id, i.jobspec_data,
+-- answer, for readers of the legacy format. total_executions counts the pairs planned (models(J)
+-- x questions(J), as the mirror rule reads them) and any other pair recorded.
+WITH current AS MATERIALIZED (
+    SELECT r.id,
+           (SELECT count(*) FROM (
+                SELECT m.model_id, q.question_id
+                FROM public.jobs_mirror_models(j.jobspec_data, r.model_id) m,
+                     public.jobs_mirror_questions(j.jobspec_data) q
+                WHERE m.model_id IS NOT NULL AND q.question_id IS NOT NULL
+                UNION
+                SELECT e.model_id, e.question_id
+                FROM public.region_results_mirror_elements(r.execution_output -> 'executions') e
+                WHERE e.wins) pairs) AS total,
            (SELECT count(*) FROM public.region_results_mirror_elements(r.execution_output -> 'executions') e
             WHERE e.wins AND lower(e.element ->> 'status') = 'completed') AS succeeded,
            (SELECT e.element -> 'output' FROM public.region_results_mirror_elements(r.execution_output -> 'executions') e
             WHERE e.wins AND lower(e.element ->> 'status') = 'completed'
             ORDER BY e.ordinality LIMIT 1) AS first_output
     FROM public.region_results r
-    JOIN public.region_results_mirror_inputs i ON i.region_result_id = r.id
+    JOIN public.cross_region_executions x ON x.id = r.cross_region_execution_id
+    LEFT JOIN public.jobs j ON j.jobspec_id = x.jobspec_id
     WHERE r.id = %(region_result_id)s
-    FOR NO KEY UPDATE OF r),
-counted AS (
-    SELECT c.*,
-           (SELECT count(*) FROM public.region_results_mirror_rows(c.rr, c.job_id, c.jobspec_data) f
-            WHERE f.evidence IS NOT NULL) AS total
-    FROM current c)
+    FOR NO KEY UPDATE OF r)
 UPDATE public.region_results r
 SET status = coalesce(%(status)s, CASE WHEN c.succeeded > 0 THEN 'success' ELSE 'failed' END),
     completed_at = %(completed_at)s,
@@ -88,8 +93,8 @@ SET status = coalesce(%(status)s, CASE WHEN c.succeeded > 0 THEN 'success' ELSE 
         WHEN c.first_output IS NULL THEN r.execution_output
         ELSE jsonb_set(coalesce(r.execution_output, '{}'::jsonb), '{data}', c.first_output)
                  || jsonb_build_object('hash', '') END
-FROM counted c
-WHERE r.id = %(region_result_id)s
+FROM current c
+WHERE r.id = c.id
 RETURNING r.status, c.succeeded, greatest(c.total - c.succeeded, 0), c.total;
 
 -- name: finish_run

@@ -342,6 +342,14 @@ $cross_region$;
 -- 3. Columns later migrations add, in production order (0007, 0008, 0009, the hand-run 007_,
 -- 0010). A runner database may lack some of them (question_id when 007_ was never run; most of
 -- them when the inline fallback built it). Added columns are adopted: never dropped again.
+-- The column is adopted (kept on downgrade), but its foreign key would keep the baseline's own
+-- cross_region_executions from being dropped: the key is recorded as created.
+INSERT INTO public.beaconsql_baseline_objects (object_type, object_name, table_name)
+SELECT 'constraint', 'executions_cross_region_execution_id_fkey', 'executions'
+WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute
+                  WHERE attrelid = 'public.executions'::regclass
+                    AND attname = 'cross_region_execution_id' AND NOT attisdropped)
+ON CONFLICT DO NOTHING;
 ALTER TABLE public.executions
     ADD COLUMN IF NOT EXISTS cross_region_execution_id uuid REFERENCES public.cross_region_executions (id);
 ALTER TABLE public.region_results ADD COLUMN IF NOT EXISTS model_id varchar(50) DEFAULT 'llama3.2-1b';

@@ -12,6 +12,17 @@ BEGIN
     IF to_regclass('public.beaconsql_baseline_objects') IS NULL THEN
         RETURN;
     END IF;
+    -- A later revision interrupted after its autocommit part leaves objects the baseline's
+    -- downgrade must not strand: finish that revision first.
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_attribute
+               WHERE attrelid = to_regclass('public.executions')
+                 AND attname IN ('mirror_region_result_id', 'mirror_evidence') AND NOT attisdropped)
+       OR to_regclass('public.region_results_mirror_state') IS NOT NULL THEN
+        RAISE EXCEPTION 'baseline downgrade stopped: objects of revision 0002 (the mirror) are '
+                        'still here (executions.mirror_region_result_id, region_results_mirror_state)'
+            USING HINT = 'An upgrade to 0002 was interrupted. Run `beaconsql upgrade` to finish it, '
+                         'then downgrade again.';
+    END IF;
     -- A table the baseline created may since hold the runner's rows: refuse to lose them.
     FOR obj IN SELECT object_name FROM public.beaconsql_baseline_objects
                WHERE object_type = 'table' AND to_regclass('public.' || object_name) IS NOT NULL

@@ -1,0 +1,1 @@
+"""beaconsql's benchmarks: `make bench` (python -m bench). See docs/performance.md."""

@@ -1,0 +1,103 @@
+-- Benchmark data, built set-based (generate_series) in the scratch database. Read by
+-- bench/scenarios.py; each query names its parameters. Jobs follow the portal spec shape
+-- (runner-app.md section 4): 2 regions x 3 models x 3 questions unless a query says otherwise.
+-- Parameters are psycopg named placeholders; no literal percent signs here.
+
+-- name: jobs
+-- Jobs prefix-1 .. prefix-n with the worked example's spec.
+INSERT INTO jobs (jobspec_id, jobspec_data, status, created_at, updated_at)
+SELECT %(prefix)s || g,
+       jsonb_build_object(
+           'id', %(prefix)s || g,
+           'constraints', jsonb_build_object('regions', jsonb_build_array('US', 'EU')),
+           'metadata', jsonb_build_object('models', jsonb_build_array('llama3.2-1b', 'mistral-7b', 'qwen2.5-1.5b')),
+           'questions', jsonb_build_array('greatest_invention', 'tiananmen_neutral', 'taiwan_status')),
+       'completed', timestamp '2025-10-01' + g * interval '1 minute',
+       timestamp '2025-10-01' + g * interval '1 minute'
+FROM generate_series(1, %(n)s) g;
+
+-- name: runs
+-- One completed run per job of the prefix.
+INSERT INTO cross_region_executions (jobspec_id, total_regions, min_regions_required, status,
+                                     started_at, completed_at, success_count)
+SELECT j.jobspec_id, 2, 1, 'completed', j.created_at AT TIME ZONE 'UTC',
+       j.created_at AT TIME ZONE 'UTC' + interval '2 minutes', 2
+FROM jobs j WHERE j.jobspec_id LIKE %(prefix)s || '%%';
+
+-- name: legacy_region_results
+-- The runner's own region rows: one answer in data (llama3.2-1b / greatest_invention).
+INSERT INTO region_results (cross_region_execution_id, region, provider_id, status, started_at,
+                            completed_at, duration_ms, execution_output, error_message, metadata)
+SELECT x.id, r.region, 'modal-' || lower(r.region), 'success', x.started_at + r.k * interval '1 minute',
+       x.started_at + r.k * interval '1 minute' + interval '45 seconds', 45000,
+       jsonb_build_object('data', jsonb_build_object(
+           'response', 'answer of ' || x.jobspec_id || ' in ' || r.region,
+           'metadata', jsonb_build_object('model', 'llama3.2-1b', 'region', r.region)), 'hash', ''),
+       '', jsonb_build_object('success_count', 1, 'failure_count', 0, 'total_executions', 1)
+FROM cross_region_executions x
+CROSS JOIN (VALUES ('US', 0), ('EU', 1)) r(region, k)
+WHERE x.jobspec_id LIKE %(prefix)s || '%%';
+
+-- name: writer_region_results
+-- Region rows in the writer's format: one element per pair, all completed.
+INSERT INTO region_results (cross_region_execution_id, region, provider_id, status, started_at,
+                            completed_at, duration_ms, execution_output, error_message, metadata)
+SELECT x.id, r.region, 'modal-' || lower(r.region), 'success', x.started_at + r.k * interval '1 minute',
+       x.started_at + r.k * interval '1 minute' + interval '45 seconds', 45000,
+       jsonb_build_object('executions', (
+           SELECT jsonb_agg(jsonb_build_object(
+                      'model_id', m, 'question_id', q, 'status', 'completed',
+                      'started_at', to_char(x.started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
+                      'completed_at', to_char(x.started_at AT TIME ZONE 'UTC' + interval '3 seconds', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
+                      'output', jsonb_build_object('response', m || ' on ' || q || ' in ' || r.region),
+                      'receipt', jsonb_build_object('id', 'receipt-' || x.id || '-' || m || '-' || q),
+                      'error', NULL) ORDER BY m, q)
+           FROM unnest(ARRAY['llama3.2-1b', 'mistral-7b', 'qwen2.5-1.5b']) m,
+                unnest(ARRAY['greatest_invention', 'tiananmen_neutral', 'taiwan_status']) q)),
+       '', jsonb_build_object('success_count', 9, 'failure_count', 0, 'total_executions', 9)
+FROM cross_region_executions x
+CROSS JOIN (VALUES ('US', 0), ('EU', 1)) r(region, k)
+WHERE x.jobspec_id LIKE %(prefix)s || '%%';
+
+-- name: direct_executions
+-- The runner's own executions rows (its dual write), one per pair of each region result.
+INSERT INTO executions (job_id, provider_id, region, status, started_at, completed_at,
+                        output_data, receipt_data, model_id, question_id, created_at)
+SELECT j.id, r.provider_id, r.region, 'completed', r.started_at AT TIME ZONE 'UTC',
+       r.started_at AT TIME ZONE 'UTC' + interval '3 seconds',
+       jsonb_build_object('response', m || ' on ' || q || ' in ' || r.region),
+       jsonb_build_object('id', 'receipt-' || r.id || '-' || m || '-' || q),
+       m, q, r.started_at AT TIME ZONE 'UTC'
+FROM region_results r
+JOIN cross_region_executions x ON x.id = r.cross_region_execution_id
+JOIN jobs j ON j.jobspec_id = x.jobspec_id
+CROSS JOIN unnest(ARRAY['llama3.2-1b', 'mistral-7b', 'qwen2.5-1.5b']) m
+CROSS JOIN unnest(ARRAY['greatest_invention', 'tiananmen_neutral', 'taiwan_status']) q
+WHERE x.jobspec_id LIKE %(prefix)s || '%%';
+
+-- name: insert_select_rule
+-- The ceiling for the backfill: the rule's rows of every region result in one INSERT ... SELECT,
+-- no batches, no locks, no triggers (the caller disables them).
+INSERT INTO executions (job_id, cross_region_execution_id, region, provider_id, model_id,
+                        question_id, status, started_at, completed_at, created_at, output_data,
+                        receipt_data, original_error, mirror_region_result_id, mirror_evidence)
+SELECT f.job_id, f.cross_region_execution_id, f.region, f.provider_id, f.model_id, f.question_id,
+       f.status, f.started_at, f.completed_at, f.created_at, f.output_data, f.receipt_data,
+       f.original_error, i.region_result_id, f.evidence
+FROM region_results_mirror_inputs i
+CROSS JOIN LATERAL region_results_mirror_rows(i.region_result, i.job_id, i.jobspec_data) f
+WHERE f.evidence IS NOT NULL;
+
+-- name: direct_read
+-- The runner's own read (runner-app.md section 3.1): executions joined to jobs, newest first.
+SELECT e.id, j.jobspec_id, e.status, e.region, e.provider_id, e.started_at, e.completed_at,
+       e.created_at, (e.receipt_data IS NOT NULL) AS has_receipt, e.output_data,
+       COALESCE(e.model_id, 'llama3.2-1b'), COALESCE(e.question_id, ''),
+       COALESCE(e.system_prompt, ''), COALESCE(e.response_classification, 'unknown'),
+       COALESCE(e.is_substantive, false), COALESCE(e.is_content_refusal, false),
+       COALESCE(e.response_length, 0), COALESCE(e.retry_count, 0), COALESCE(e.max_retries, 3),
+       e.last_retry_at, COALESCE(e.retry_history, '[]'::jsonb), e.original_error
+FROM executions e
+JOIN jobs j ON e.job_id = j.id
+WHERE j.jobspec_id = %(jobspec_id)s
+ORDER BY e.created_at DESC;
