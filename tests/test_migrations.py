@@ -902,7 +902,8 @@ def test_downgrade_base_on_inline_fallback_database_drops_only_what_it_created(r
     tables = {
         r[0]
         for r in conn.execute(
-            "SELECT relname FROM pg_class WHERE relkind = 'r' AND relnamespace = 'public'::regnamespace"
+            "SELECT relname FROM pg_class "
+            "WHERE relkind = 'r' AND relnamespace = 'public'::regnamespace"
         )
     }
     # The tables the baseline created are gone; the adopted ones keep the columns it added.
