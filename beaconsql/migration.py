@@ -81,16 +81,17 @@ class UpgradeResult:
     after: str | None
 
 
-def upgrade(dsn: str, revision: str = "head", *, sql: bool = False) -> UpgradeResult | str:
+def upgrade(dsn: str | None, revision: str = "head", *, sql: bool = False) -> UpgradeResult | str:
     """Upgrade the database at *dsn* to *revision* (``alembic upgrade``).
 
-    With ``sql=True`` nothing is executed: the offline script is returned as text.
+    With ``sql=True`` nothing is executed (*dsn* may be None): the offline script is returned
+    as text; *revision* may then be a range, ``"0001:0002"``.
     Raises :class:`MigrationError` when a revision fails (adoption refused, lock timeout).
     """
     return _run(command.upgrade, dsn, revision, sql=sql)
 
 
-def downgrade(dsn: str, revision: str, *, sql: bool = False) -> UpgradeResult | str:
+def downgrade(dsn: str | None, revision: str, *, sql: bool = False) -> UpgradeResult | str:
     """Downgrade the database at *dsn* to *revision* (``alembic downgrade``)."""
     return _run(command.downgrade, dsn, revision, sql=sql)
 

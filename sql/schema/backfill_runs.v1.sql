@@ -13,7 +13,7 @@ CREATE TABLE IF NOT EXISTS public.region_results_backfill_runs (
     cursor          uuid,
     phase           text NOT NULL DEFAULT 'region_results'
                     CHECK (phase IN ('region_results', 'orphans', 'done')),
-    batches         integer NOT NULL DEFAULT 0,
+    batches         bigint NOT NULL DEFAULT 0,
     examined        bigint NOT NULL DEFAULT 0,
     inserted        bigint NOT NULL DEFAULT 0,
     updated         bigint NOT NULL DEFAULT 0,
@@ -22,7 +22,7 @@ CREATE TABLE IF NOT EXISTS public.region_results_backfill_runs (
     left_to_direct  bigint NOT NULL DEFAULT 0,
     anomalies       bigint NOT NULL DEFAULT 0,
     states          bigint NOT NULL DEFAULT 0,
-    max_batch_rows  integer NOT NULL DEFAULT 0,
+    max_batch_rows  bigint NOT NULL DEFAULT 0,
     last_error      text,
     started_at      timestamptz NOT NULL DEFAULT now(),
     updated_at      timestamptz NOT NULL DEFAULT now(),

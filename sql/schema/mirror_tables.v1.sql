@@ -6,6 +6,8 @@
 -- decides between deleting and detaching.
 
 ALTER TABLE public.executions ADD COLUMN IF NOT EXISTS mirror_region_result_id uuid;
+-- Three levels, 1 to 3.
+-- squawk-ignore prefer-bigint-over-smallint
 ALTER TABLE public.executions ADD COLUMN IF NOT EXISTS mirror_evidence smallint;
 COMMENT ON COLUMN public.executions.mirror_region_result_id IS
     'beaconsql: the region_results row this mirrored row was derived from; NULL for direct rows';
