@@ -96,13 +96,17 @@ def downgrade(dsn: str | None, revision: str, *, sql: bool = False) -> UpgradeRe
     return _run(command.downgrade, dsn, revision, sql=sql)
 
 
-def _run(action: Callable[..., None], dsn: str, revision: str, *, sql: bool) -> UpgradeResult | str:
+def _run(
+    action: Callable[..., None], dsn: str | None, revision: str, *, sql: bool
+) -> UpgradeResult | str:
     config = alembic_config(dsn)
     if sql:
         buffer = io.StringIO()
         config.output_buffer = buffer
         action(config, revision, sql=True)
         return buffer.getvalue()
+    if dsn is None:
+        raise MigrationError("a database is needed to migrate online (or pass sql=True)")
     from beaconsql import db
 
     with db.connect(dsn, autocommit=True) as conn:
