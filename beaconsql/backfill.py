@@ -30,6 +30,7 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
 from beaconsql import migration
 from beaconsql.errors import BackfillBusyError, DatabaseUnavailableError, InvalidArgumentError
@@ -196,6 +197,10 @@ class _Run:
 
     def run(self) -> None:
         q = _queries()
+        if not self.dry_run:
+            for (table,) in self.conn.execute(q["never_analyzed"]).fetchall():
+                logger.info("analyzing %s (it has no statistics yet)", table)
+                self.conn.execute(sql.SQL("ANALYZE public.{}").format(sql.Identifier(table)))
         self._open()
         total = 0
         if self.phase == "region_results" and self.high_water_mark is not None:
@@ -225,11 +230,8 @@ class _Run:
                     self.conn.execute(
                         q["set_phase"], {"phase": "orphans", "run_id": self.summary.run_id}
                     )
-            if (
-                self.phase == "orphans"
-                and self.scope["job"] is None
-                and self.scope["since"] is None
-            ):
+            # Deleted region results have no updated_at: a --since run leaves them to others.
+            if self.phase == "orphans" and self.scope["since"] is None:
                 while True:
                     if self._stopping():
                         return

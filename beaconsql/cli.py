@@ -43,8 +43,10 @@ logger = logging.getLogger("beaconsql")
 
 # Data is printed as it is: no rich markup (answers contain [brackets]), no highlighting; when
 # piped, a width that fits the tables.
-stdout = Console(markup=False, highlight=False, width=None if sys.stdout.isatty() else 140)
-stderr = Console(stderr=True, markup=False, highlight=False)
+stdout = Console(
+    markup=False, highlight=False, emoji=False, width=None if sys.stdout.isatty() else 140
+)
+stderr = Console(stderr=True, markup=False, highlight=False, emoji=False)
 
 # What to do next when PostgreSQL refuses a statement, by SQLSTATE class.
 _NEXT_STEP = {
@@ -155,6 +157,20 @@ def database(dsn: str, *, at_head: bool = True) -> Iterator[psycopg.Connection[A
         yield conn
 
 
+class JobspecId(click.ParamType):  # type: ignore[type-arg]  # generic from click 8.2
+    """A jobspec id: any text (it is always passed as a bound parameter), but valid UTF-8."""
+
+    name = "JOBSPEC_ID"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        text = str(value)
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            self.fail(f"{text.encode('utf-8', 'surrogateescape')!r} is not valid UTF-8", param, ctx)
+        return text
+
+
 class IsoTimestamp(click.ParamType):  # type: ignore[type-arg]  # generic from click 8.2
     """An ISO 8601 timestamp; without a zone it is UTC."""
 
@@ -239,7 +255,7 @@ class _StopFlag:
     show_default=True,
     help="Region results per batch transaction.",
 )
-@click.option("--job", metavar="JOBSPEC_ID", help="Only this job's region results.")
+@click.option("--job", type=JobspecId(), help="Only this job's region results.")
 @click.option("--since", type=IsoTimestamp(), help="Only region results updated at or after this.")
 @click.option(
     "--sleep",
@@ -317,7 +333,7 @@ def backfill_command(
 
 @main.command("verify")
 @dsn_option
-@click.option("--job", metavar="JOBSPEC_ID", help="Only this job.")
+@click.option("--job", type=JobspecId(), help="Only this job.")
 @json_option
 def verify_command(dsn: str, job: str | None, as_json: bool) -> None:
     """Compare what is mirrored with what the rule yields; exit 3 on drift.
@@ -340,7 +356,7 @@ def verify_command(dsn: str, job: str | None, as_json: bool) -> None:
 
 @main.command("executions")
 @dsn_option
-@click.argument("jobspec_id")
+@click.argument("jobspec_id", type=JobspecId())
 @click.option(
     "--limit",
     type=click.IntRange(1, portal.PAGE_LIMIT_MAX),
@@ -382,7 +398,7 @@ def executions_command(
 
 @main.command("progress")
 @dsn_option
-@click.argument("jobspec_id")
+@click.argument("jobspec_id", type=JobspecId())
 @json_option
 def progress_command(dsn: str, jobspec_id: str, as_json: bool) -> None:
     """Show a job's progress: a region × model by question grid, and % done per dimension.

@@ -12,6 +12,7 @@ Rows the view derives for a region result that is not mirrored yet have ``"id": 
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -37,7 +38,8 @@ def _queries() -> Mapping[str, Any]:
 
 @dataclass(frozen=True)
 class ExecutionRow:
-    """One row of ``executions_unified`` as the portal reads it (times are aware, UTC)."""
+    """One row of ``executions_unified`` as the portal reads it (times are aware, UTC; JSON
+    columns as their text, None for SQL NULL, so that JSON null is told apart)."""
 
     execution_id: int | None
     source: str
@@ -48,8 +50,8 @@ class ExecutionRow:
     started_at: datetime | None
     completed_at: datetime | None
     created_at: datetime | None
-    output_data: Any
-    receipt_data: Any
+    output_json: str | None
+    receipt_json: str | None
     model_id: str | None
     question_id: str | None
     system_prompt: str | None
@@ -60,10 +62,19 @@ class ExecutionRow:
     retry_count: int | None
     max_retries: int | None
     last_retry_at: datetime | None
-    retry_history: Any
+    retry_history_json: str | None
     original_error: str | None
     evidence: int | None
     duration_ms: int | None
+
+
+def _json(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+def _or(value: Any, default: Any) -> Any:
+    """SQL COALESCE: the default replaces NULL only (not '' or false)."""
+    return default if value is None else value
 
 
 def read_executions(
@@ -102,8 +113,8 @@ def go_time(value: datetime) -> str:
 
 
 def execution_item(row: ExecutionRow) -> dict[str, Any]:
-    """Return one item of ``/executions/all`` (runner-app.md section 3.1), with its
-    COALESCE defaults and its omitted-when-empty fields."""
+    """Return one item of ``/executions/all`` (runner-app.md section 3.1): the runner's
+    COALESCE defaults (NULL only), and its fields omitted when empty."""
     item: dict[str, Any] = {
         "id": row.execution_id,
         "job_id": row.jobspec_id,
@@ -113,25 +124,25 @@ def execution_item(row: ExecutionRow) -> dict[str, Any]:
         "started_at": rfc3339(row.started_at),
         "completed_at": rfc3339(row.completed_at),
         "created_at": rfc3339(row.created_at),
-        "has_receipt": row.receipt_data is not None,
+        "has_receipt": row.receipt_json is not None,
     }
-    if row.output_data is not None:
-        item["output"] = row.output_data
-    item["model_id"] = row.model_id or DEFAULT_MODEL
+    if row.output_json is not None:
+        item["output"] = _json(row.output_json)
+    item["model_id"] = _or(row.model_id, DEFAULT_MODEL)
     if row.question_id:
         item["question_id"] = row.question_id
     if row.system_prompt:
         item["system_prompt"] = row.system_prompt
-    item["response_classification"] = row.response_classification or "unknown"
-    item["is_substantive"] = bool(row.is_substantive)
-    item["is_content_refusal"] = bool(row.is_content_refusal)
+    item["response_classification"] = _or(row.response_classification, "unknown")
+    item["is_substantive"] = _or(row.is_substantive, False)
+    item["is_content_refusal"] = _or(row.is_content_refusal, False)
     if row.response_length:
         item["response_length"] = row.response_length
-    item["retry_count"] = row.retry_count or 0
-    item["max_retries"] = 3 if row.max_retries is None else row.max_retries
+    item["retry_count"] = _or(row.retry_count, 0)
+    item["max_retries"] = _or(row.max_retries, 3)
     if row.last_retry_at is not None:
         item["last_retry_at"] = go_time(row.last_retry_at)
-    item["retry_history"] = [] if row.retry_history is None else row.retry_history
+    item["retry_history"] = [] if row.retry_history_json is None else _json(row.retry_history_json)
     if row.original_error is not None:
         item["original_error"] = row.original_error
     return item
@@ -159,8 +170,8 @@ def job_execution_item(row: ExecutionRow) -> dict[str, Any]:
         item["started_at"] = go_time(row.started_at)
     if row.completed_at is not None:
         item["completed_at"] = go_time(row.completed_at)
-    if row.receipt_data is not None:
-        item["receipt"] = row.receipt_data
+    if row.receipt_json is not None:
+        item["receipt"] = _json(row.receipt_json)
     return item
 
 

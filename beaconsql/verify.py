@@ -144,17 +144,16 @@ def verify(
                     f"({model_id}, {question_id}): {reason or action}",
                 )
             )
-    if job is None:
-        for rid, rows_left in conn.execute(q["deleted_unmirrored"]):
-            report.add(
-                Finding(
-                    "deleted_unmirrored",
-                    str(rid),
-                    None,
-                    None,
-                    f"deleted while triggers were skipped; {rows_left} mirrored rows left behind",
-                )
+    for rid, rows_left in conn.execute(q["deleted_unmirrored"], {"job": job}):
+        report.add(
+            Finding(
+                "deleted_unmirrored",
+                str(rid),
+                None,
+                job,
+                f"deleted while triggers were skipped; {rows_left} mirrored rows left behind",
             )
+        )
     report.anomalies = [
         {
             "kind": k,

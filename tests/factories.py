@@ -133,7 +133,9 @@ def make_direct_execution(conn: psycopg.Connection[Any], **overrides: Any) -> di
     return _insert(conn, "executions", values)
 
 
-def element(model_id: str, question_id: str, status: str = "completed", **fields: Any) -> dict[str, Any]:
+def element(
+    model_id: str, question_id: str, status: str | None = "completed", **fields: Any
+) -> dict[str, Any]:
     """Return one per-pair result element of execution_output.executions (the writer's
     format), completed with an answer by default; ``fields`` override or add keys."""
     el: dict[str, Any] = {

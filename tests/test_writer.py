@@ -39,8 +39,12 @@ def test_record_with_writer_worked_example_mirrors_18_distinct_rows(db, timezone
         assert r["started_at"] < r["completed_at"]
         assert r["output_data"] == seed.answer(r["model_id"], r["question_id"], r["region"])
     # Times are naive UTC whatever the session time zone: the first US pair ran 17:00:00-03Z.
-    first = next(r for r in rows if (r["region"], r["model_id"], r["question_id"])
-                 == ("US", "llama3.2-1b", "greatest_invention"))
+    first = next(
+        r
+        for r in rows
+        if (r["region"], r["model_id"], r["question_id"])
+        == ("US", "llama3.2-1b", "greatest_invention")
+    )
     assert first["started_at"] == datetime(2025, 10, 12, 17, 0, 0)
     assert first["completed_at"] == datetime(2025, 10, 12, 17, 0, 3)
 
@@ -50,36 +54,53 @@ def test_finish_region_writes_runner_counts_and_first_answer(db):
     writer.create_job(db, spec)
     run_id = writer.start_run(db, spec["id"], regions=["US"])
     region_id = writer.start_region(db, run_id, "US", provider_id="modal-us-east")
-    writer.record_pair(db, region_id, model_id="mistral-7b", question_id="q1", status="failed",
-                       error="timeout after 300s")
-    writer.record_pair(db, region_id, model_id="llama3.2-1b", question_id="q1",
-                       status="completed", output={"response": "first"})
-    summary = writer.finish_region(db, region_id,
-                                   completed_at=datetime(2026, 1, 1, tzinfo=UTC))
+    writer.record_pair(
+        db,
+        region_id,
+        model_id="mistral-7b",
+        question_id="q1",
+        status="failed",
+        error="timeout after 300s",
+    )
+    writer.record_pair(
+        db,
+        region_id,
+        model_id="llama3.2-1b",
+        question_id="q1",
+        status="completed",
+        output={"response": "first"},
+    )
+    summary = writer.finish_region(db, region_id, completed_at=datetime(2026, 1, 1, tzinfo=UTC))
     assert summary == writer.RegionSummary("success", 1, 1, 2)
-    row = db.execute("SELECT status, error_message, metadata, execution_output->'data' "
-                     "FROM region_results WHERE id = %s", (region_id,)).fetchone()
+    row = db.execute(
+        "SELECT status, error_message, metadata, execution_output->'data' "
+        "FROM region_results WHERE id = %s",
+        (region_id,),
+    ).fetchone()
     assert row[0] == "success" and row[1] == ""
     assert row[2] == {"success_count": 1, "failure_count": 1, "total_executions": 2}
     assert row[3] == {"response": "first"}
     run = writer.finish_run(db, run_id)
     assert run == writer.RunSummary("completed", 1, 0)
-    assert db.execute("SELECT status FROM jobs WHERE jobspec_id = %s",
-                      (spec["id"],)).fetchone() == ("completed",)
+    assert db.execute(
+        "SELECT status FROM jobs WHERE jobspec_id = %s", (spec["id"],)
+    ).fetchone() == ("completed",)
 
 
 def test_finish_run_partial_keeps_job_status_inside_chk_jobs_status(db):
     spec = seed.jobspec(regions=["US", "EU", "ASIA"], models=["m"], questions=["q"])
     writer.create_job(db, spec)
-    run_id = writer.start_run(db, spec["id"], regions=["US", "EU", "ASIA"],
-                              min_regions_required=1, min_success_rate=0.67)
+    run_id = writer.start_run(
+        db, spec["id"], regions=["US", "EU", "ASIA"], min_regions_required=1, min_success_rate=0.67
+    )
     for region, status in [("US", "completed"), ("EU", "failed"), ("ASIA", "failed")]:
         rid = writer.start_region(db, run_id, region)
         writer.record_pair(db, rid, model_id="m", question_id="q", status=status)
         writer.finish_region(db, rid)
     assert writer.finish_run(db, run_id).status == "partial"
-    assert db.execute("SELECT status FROM jobs WHERE jobspec_id = %s",
-                      (spec["id"],)).fetchone() == ("running",)
+    assert db.execute(
+        "SELECT status FROM jobs WHERE jobspec_id = %s", (spec["id"],)
+    ).fetchone() == ("running",)
 
 
 @pytest.mark.parametrize(
@@ -88,22 +109,33 @@ def test_finish_run_partial_keeps_job_status_inside_chk_jobs_status(db):
         ({"model_id": "", "question_id": "q", "status": "completed"}, "model_id"),
         ({"model_id": "m" * 51, "question_id": "q", "status": "completed"}, "at most 50"),
         ({"model_id": "m", "question_id": "q", "status": "success"}, "status must be one of"),
-        ({"model_id": "m", "question_id": "q", "status": "completed",
-          "started_at": datetime(2025, 1, 1)}, "timezone-aware"),
-        ({"model_id": "m", "question_id": "q", "status": "completed", "output": {1, 2}},
-         "JSON-serialisable"),
+        (
+            {
+                "model_id": "m",
+                "question_id": "q",
+                "status": "completed",
+                "started_at": datetime(2025, 1, 1),
+            },
+            "timezone-aware",
+        ),
+        (
+            {"model_id": "m", "question_id": "q", "status": "completed", "output": {1, 2}},
+            "JSON-serialisable",
+        ),
     ],
 )
 def test_record_pair_bad_argument_raises_before_any_write(db, kwargs, message):
     spec = seed.jobspec(regions=["US"], models=["m"], questions=["q"])
     writer.create_job(db, spec)
     region_id = writer.start_region(db, writer.start_run(db, spec["id"], regions=["US"]), "US")
-    before = db.execute("SELECT xmin::text FROM region_results WHERE id = %s",
-                        (region_id,)).fetchone()
+    before = db.execute(
+        "SELECT xmin::text FROM region_results WHERE id = %s", (region_id,)
+    ).fetchone()
     with pytest.raises(InvalidArgumentError, match=message):
         writer.record_pair(db, region_id, **kwargs)
-    after = db.execute("SELECT xmin::text FROM region_results WHERE id = %s",
-                       (region_id,)).fetchone()
+    after = db.execute(
+        "SELECT xmin::text FROM region_results WHERE id = %s", (region_id,)
+    ).fetchone()
     assert before == after
 
 

@@ -4,7 +4,8 @@ Revision ID: 0003
 Revises: 0002
 Create Date: 2026-11-29
 
-SPEC "The view executions_unified". CREATE OR REPLACE VIEW can only append columns, so the
+SPEC "The view executions_unified", and the portal's reading of a job's dimensions (for
+progress). CREATE OR REPLACE VIEW can only append columns, so the
 first version carries every column the SPEC lists. The downgrade drops it without CASCADE: a
 view of someone else's built on it stops the downgrade with PostgreSQL's message naming it.
 """
@@ -21,7 +22,11 @@ depends_on = None
 
 def upgrade() -> None:
     ddl.run_sql_file("views/executions_unified.v1.sql")
+    ddl.run_sql_file("functions/jobs_mirror_dimensions.v1.sql")
 
 
 def downgrade() -> None:
-    ddl.execute_sql("DROP VIEW IF EXISTS public.executions_unified;")
+    ddl.execute_sql(
+        "DROP FUNCTION IF EXISTS public.jobs_mirror_dimensions(jsonb);\n"
+        "DROP VIEW IF EXISTS public.executions_unified;"
+    )

@@ -10,7 +10,14 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE
 -- No SET search_path, on purpose: it would stop the planner from inlining this expression
 -- into its callers (the mirror functions and views), which pin their own search_path.
 AS $$
-    SELECT md5(coalesce(job::text, '') || '|' || coalesce((spec #> '{metadata,models}')::text, '')
-               || '|' || coalesce((spec #> '{metadata,model}')::text, '')
-               || '|' || coalesce((spec -> 'questions')::text, ''))
+    -- Every function and operator schema-qualified: inlined into the view
+    -- region_results_mirror_inputs, this is parsed with the reading session's search_path.
+    SELECT pg_catalog.md5(
+        coalesce(job::text, '')
+        OPERATOR(pg_catalog.||) '|'
+        OPERATOR(pg_catalog.||) coalesce((spec OPERATOR(pg_catalog.#>) '{metadata,models}')::text, '')
+        OPERATOR(pg_catalog.||) '|'
+        OPERATOR(pg_catalog.||) coalesce((spec OPERATOR(pg_catalog.#>) '{metadata,model}')::text, '')
+        OPERATOR(pg_catalog.||) '|'
+        OPERATOR(pg_catalog.||) coalesce((spec OPERATOR(pg_catalog.->) 'questions')::text, ''))
 $$;

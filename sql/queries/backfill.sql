@@ -52,14 +52,19 @@ LIMIT %(batch_size)s;
 
 -- name: next_orphans
 -- Region results that no longer exist but left mirrored rows or a mirror state behind
--- (deleted while triggers were skipped), after the cursor, in id order. Whole-database runs.
+-- (deleted while triggers were skipped), after the cursor, in id order. With a job, only rows
+-- of that job (through their job or run): a state alone no longer says which job it was.
 SELECT o.id
 FROM (SELECT e.mirror_region_result_id AS id FROM public.executions e
+      LEFT JOIN public.jobs j ON j.id = e.job_id
+      LEFT JOIN public.cross_region_executions x ON x.id = e.cross_region_execution_id
       WHERE e.mirror_region_result_id > %(cursor)s
         AND NOT EXISTS (SELECT 1 FROM public.region_results r WHERE r.id = e.mirror_region_result_id)
+        AND (%(job)s::text IS NULL OR j.jobspec_id = %(job)s OR x.jobspec_id = %(job)s)
       UNION
       SELECT s.region_result_id FROM public.region_results_mirror_state s
-      WHERE s.region_result_id > %(cursor)s
+      WHERE %(job)s::text IS NULL
+        AND s.region_result_id > %(cursor)s
         AND NOT EXISTS (SELECT 1 FROM public.region_results r WHERE r.id = s.region_result_id)) o
 ORDER BY o.id
 LIMIT %(batch_size)s;
@@ -115,3 +120,14 @@ WHERE l.locktype = 'advisory' AND l.granted
   AND l.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database())
   AND ((l.classid::bigint << 32) | l.objid::bigint) = %(key)s
 LIMIT 1;
+
+-- name: never_analyzed
+-- Tables the mirror's cached plans depend on that have no statistics yet (a database loaded
+-- in bulk): without them the planner guesses, and a generic plan may scan whole tables.
+SELECT relname
+FROM pg_catalog.pg_stat_user_tables
+WHERE schemaname = 'public'
+  AND relname IN ('executions', 'region_results', 'cross_region_executions', 'jobs',
+                  'region_results_mirror_state')
+  AND last_analyze IS NULL AND last_autoanalyze IS NULL
+ORDER BY relname;

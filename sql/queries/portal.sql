@@ -10,37 +10,26 @@ WHERE j.jobspec_id = %(jobspec_id)s;
 
 -- name: executions
 -- GET /api/v1/jobs/{id}/executions/all and ?include=executions: the view's rows of one job,
--- newest first (created_at DESC, then execution_id DESC NULLS LAST, region, model, question),
--- optionally paged (LIMIT NULL means all).
+-- newest first (created_at DESC as the runner orders it, NULLs first; then execution_id DESC
+-- NULLS LAST, region, model, question), optionally paged (LIMIT NULL means all). JSON columns
+-- come as text, so that SQL NULL and JSON null stay apart, as they do for the runner.
 SELECT u.execution_id, u.source, u.jobspec_id, u.status, u.region, u.provider_id,
-       u.started_at, u.completed_at, u.created_at, u.output_data, u.receipt_data,
-       u.model_id, u.question_id, u.system_prompt, u.response_classification,
-       u.is_substantive, u.is_content_refusal, u.response_length, u.retry_count,
-       u.max_retries, u.last_retry_at, u.retry_history, u.original_error, u.evidence,
-       u.duration_ms
+       u.started_at, u.completed_at, u.created_at, u.output_data::text AS output_json,
+       u.receipt_data::text AS receipt_json, u.model_id, u.question_id, u.system_prompt,
+       u.response_classification, u.is_substantive, u.is_content_refusal, u.response_length,
+       u.retry_count, u.max_retries, u.last_retry_at, u.retry_history::text AS retry_history_json,
+       u.original_error, u.evidence, u.duration_ms
 FROM public.executions_unified u
 WHERE u.jobspec_id = %(jobspec_id)s
-ORDER BY u.created_at DESC NULLS LAST, u.execution_id DESC NULLS LAST, u.region, u.model_id,
-         u.question_id
+ORDER BY u.created_at DESC, u.execution_id DESC NULLS LAST, u.region, u.model_id, u.question_id
 LIMIT %(limit)s OFFSET %(offset)s;
 
 -- name: progress_dimensions
 -- What a job is expected to run: regions = constraints.regions (usable strings), models(J)
 -- and questions(J) exactly as the mirror rule reads them.
-SELECT ARRAY(SELECT d.v
-             FROM (SELECT DISTINCT ON (r.v) r.v, r.ord
-                   FROM jsonb_array_elements_text(
-                            CASE WHEN jsonb_typeof(j.jobspec_data #> '{constraints,regions}') = 'array'
-                                 THEN j.jobspec_data #> '{constraints,regions}' END)
-                        WITH ORDINALITY AS r(v, ord)
-                   WHERE r.v <> ''
-                   ORDER BY r.v, r.ord) d
-             ORDER BY d.ord) AS regions,
-       ARRAY(SELECT m.model_id FROM public.jobs_mirror_models(j.jobspec_data) m
-             WHERE m.model_id IS NOT NULL ORDER BY m.seq) AS models,
-       ARRAY(SELECT q.question_id FROM public.jobs_mirror_questions(j.jobspec_data) q
-             WHERE q.question_id IS NOT NULL ORDER BY q.seq) AS questions
+SELECT d.regions, d.models, d.questions
 FROM public.jobs j
+CROSS JOIN LATERAL public.jobs_mirror_dimensions(j.jobspec_data) d
 WHERE j.jobspec_id = %(jobspec_id)s;
 
 -- name: progress_rows

@@ -19,14 +19,19 @@ WHERE p.action IN ('insert', 'update', 'delete', 'detach');
 
 -- name: deleted_unmirrored
 -- Region results deleted while triggers were skipped: mirrored rows or a state left behind.
--- Whole-database runs only (a deleted region result's job is no longer known).
+-- With a job, only the rows of that job (through their job or run); a state alone no longer
+-- says which job it was.
 SELECT o.id, count(e.id) AS rows_left
 FROM (SELECT e.mirror_region_result_id AS id FROM public.executions e
+      LEFT JOIN public.jobs j ON j.id = e.job_id
+      LEFT JOIN public.cross_region_executions x ON x.id = e.cross_region_execution_id
       WHERE e.mirror_region_result_id IS NOT NULL
         AND NOT EXISTS (SELECT 1 FROM public.region_results r WHERE r.id = e.mirror_region_result_id)
+        AND (%(job)s::text IS NULL OR j.jobspec_id = %(job)s OR x.jobspec_id = %(job)s)
       UNION
       SELECT s.region_result_id FROM public.region_results_mirror_state s
-      WHERE NOT EXISTS (SELECT 1 FROM public.region_results r WHERE r.id = s.region_result_id)) o
+      WHERE %(job)s::text IS NULL
+        AND NOT EXISTS (SELECT 1 FROM public.region_results r WHERE r.id = s.region_result_id)) o
 LEFT JOIN public.executions e ON e.mirror_region_result_id = o.id
 GROUP BY o.id
 ORDER BY o.id;

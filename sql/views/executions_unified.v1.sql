@@ -8,7 +8,7 @@
 -- deleted while triggers were skipped). So the view is right before any backfill, and a
 -- backfill never changes what it shows. Among candidates of one key the one shown is: a direct
 -- row first; then evidence 3 over 2 over 1; then a finished status; then the newest
--- (completed_at, created_at, execution_id, region_result_id, all descending, NULLs last).
+-- (completed_at, created_at, then region_result_id, execution_id; descending, NULLs last).
 -- Rows with a NULL job_id have no key: each stands alone. All times are timestamptz (the
 -- naive executions columns hold UTC). A filter on jobspec_id reaches every branch's indexes.
 CREATE OR REPLACE VIEW public.executions_unified AS
@@ -48,7 +48,7 @@ FROM (
         -- (a) direct rows
         SELECT e.id::integer AS execution_id, 'direct'::text AS source, 0 AS source_rank,
                NULL::uuid AS region_result_id, e.cross_region_execution_id::uuid,
-               e.job_id::integer, j.jobspec_id::text, e.region::text, e.provider_id::text,
+               e.job_id::integer, e.jobspec_id::text, e.region::text, e.provider_id::text,
                e.model_id::text, e.question_id::text, nullif(e.question_id, '')::text AS question_key,
                CASE WHEN e.job_id IS NULL THEN e.id::text END AS alone,
                e.status::text, e.mirror_evidence::smallint AS evidence,
@@ -58,9 +58,20 @@ FROM (
                e.is_content_refusal::boolean, e.is_technical_error::boolean,
                e.response_length::integer, e.retry_count::integer, e.max_retries::integer,
                e.last_retry_at::timestamptz, e.retry_history::jsonb
-        FROM public.executions e
-        LEFT JOIN public.jobs j ON j.id = e.job_id
-        WHERE e.mirror_region_result_id IS NULL
+        FROM (SELECT d.*, j.jobspec_id
+              FROM public.executions d
+              LEFT JOIN public.jobs j ON j.id = d.job_id
+              WHERE d.mirror_region_result_id IS NULL
+              UNION ALL
+              -- a mirrored row whose region result was deleted while triggers were skipped and
+              -- which the transparency log references: the mirror keeps it, as a direct row
+              SELECT d.*, j.jobspec_id
+              FROM public.jobs j
+              JOIN public.executions d ON d.job_id = j.id
+              WHERE d.mirror_region_result_id IS NOT NULL
+                AND EXISTS (SELECT 1 FROM public.transparency_log t WHERE t.execution_id = d.id)
+                AND NOT EXISTS (SELECT 1 FROM public.region_results r
+                                WHERE r.id = d.mirror_region_result_id)) e
         UNION ALL
         -- (b) mirrored rows of region results that are mirrored
         SELECT e.id::integer, 'mirrored'::text, 1,
@@ -98,9 +109,12 @@ FROM (
     ORDER BY u.jobspec_id, u.job_id, u.region, u.model_id, u.question_key, u.alone,
              u.source_rank,
              u.evidence DESC NULLS LAST,
-             (u.status IN ('completed', 'failed', 'cancelled')) DESC,
+             coalesce(u.status IN ('completed', 'failed', 'cancelled'), false) DESC,
              u.completed_at DESC NULLS LAST,
              u.created_at DESC NULLS LAST,
-             u.execution_id DESC NULLS LAST,
-             u.region_result_id DESC
+             -- region_result_id before execution_id: a mirrored row and the row the view derives
+             -- for the same region result then rank alike, so a backfill changes nothing shown;
+             -- direct rows have none, and fall to execution_id
+             u.region_result_id DESC NULLS LAST,
+             u.execution_id DESC NULLS LAST
 ) c;
