@@ -2,8 +2,8 @@
 -- rows (trigger zz_mirror_claim). A direct row owns its key (SPEC "Materialising the rule"):
 -- when one arrives (or a row is detached, or a direct row's key changes) the mirrored rows of
 -- that key go; when the last one of a key leaves, the mirror takes the key back. Both go
--- through region_results_mirror_apply for the region results of (job_id, region), restricted
--- to the key, under the same per-(job_id, region) lock as the mirror.
+-- through executions_mirror_claim_key: region_results_mirror_apply for the region results of
+-- (job_id, region), restricted to the key, under the same per-(job_id, region) lock.
 CREATE OR REPLACE FUNCTION public.executions_mirror_claim()
 RETURNS trigger
 LANGUAGE plpgsql
@@ -15,20 +15,18 @@ AS $$
 BEGIN
     IF TG_OP <> 'DELETE' AND NEW.mirror_region_result_id IS NULL AND NEW.job_id IS NOT NULL
        AND NEW.model_id <> '' AND NEW.question_id <> '' THEN
-        PERFORM public.region_results_mirror_apply(
-            ARRAY(SELECT i.region_result_id FROM public.region_results_mirror_inputs i
-                  WHERE i.job_id = NEW.job_id AND i.region = NEW.region),
-            ARRAY[jsonb_build_array(NEW.model_id, NEW.question_id)::text], 'keys');
+        PERFORM public.executions_mirror_claim_key(NEW.job_id, NEW.region, NEW.model_id,
+                                                  NEW.question_id);
     END IF;
-    IF TG_OP <> 'INSERT' AND OLD.mirror_region_result_id IS NULL AND OLD.job_id IS NOT NULL
-       AND OLD.model_id <> '' AND OLD.question_id <> ''
-       AND (TG_OP = 'DELETE'
-            OR (OLD.job_id, OLD.region, OLD.model_id, OLD.question_id)
-               IS DISTINCT FROM (NEW.job_id, NEW.region, NEW.model_id, NEW.question_id)) THEN
-        PERFORM public.region_results_mirror_apply(
-            ARRAY(SELECT i.region_result_id FROM public.region_results_mirror_inputs i
-                  WHERE i.job_id = OLD.job_id AND i.region = OLD.region),
-            ARRAY[jsonb_build_array(OLD.model_id, OLD.question_id)::text], 'keys');
+    -- The key a row leaves: a direct row deleted, or any row (direct or being detached) moved
+    -- to another key. If no direct row owns it any more, the mirror takes it back.
+    IF TG_OP <> 'INSERT' AND OLD.job_id IS NOT NULL AND OLD.model_id <> '' AND OLD.question_id <> ''
+       AND ((TG_OP = 'DELETE' AND OLD.mirror_region_result_id IS NULL)
+            OR (TG_OP = 'UPDATE'
+                AND (OLD.job_id, OLD.region, OLD.model_id, OLD.question_id)
+                    IS DISTINCT FROM (NEW.job_id, NEW.region, NEW.model_id, NEW.question_id))) THEN
+        PERFORM public.executions_mirror_claim_key(OLD.job_id, OLD.region, OLD.model_id,
+                                                  OLD.question_id);
     END IF;
     RETURN NULL;
 END

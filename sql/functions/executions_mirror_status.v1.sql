@@ -10,7 +10,7 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE
 -- No SET search_path, on purpose: it would stop the planner from inlining this expression into
 -- the mirror rule, whose own search_path is pinned.
 AS $$
-    SELECT CASE lower(btrim(coalesce(word, 'pending')))
+    SELECT CASE lower(btrim(coalesce(word, 'pending'), E' \t\n\r\f\v'))
                WHEN 'success' THEN 'completed' WHEN 'completed' THEN 'completed'
                WHEN 'succeeded' THEN 'completed' WHEN 'done' THEN 'completed'
                WHEN 'finished' THEN 'completed'

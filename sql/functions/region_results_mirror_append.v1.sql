@@ -44,6 +44,11 @@ BEGIN
         RETURN false;  -- anomalies are the general path's to record
     END IF;
     job := v.job_id;
+    -- Row lock, then the (job_id, region) lock: the order region_results_mirror_apply explains.
+    PERFORM 1 FROM public.executions e
+    WHERE e.mirror_region_result_id = new_row.id
+      AND e.model_id = v.model_id AND e.question_id = v.question_id
+    FOR NO KEY UPDATE;
     PERFORM pg_advisory_xact_lock(public.executions_mirror_lock_key(job, new_row.region, new_row.id));
 
     -- The usual case: the pair's row is there (expected, or an earlier element) and no direct

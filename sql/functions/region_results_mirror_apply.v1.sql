@@ -27,6 +27,21 @@ BEGIN
         RETURN QUERY SELECT 0, 0, 0, 0, 0, 0, 0;
         RETURN;
     END IF;
+    -- Lock order, the same on every path: executions rows first, then the (job_id, region)
+    -- locks. A runner UPDATE of executions (its cancel, its retry) locks its rows before its
+    -- trigger asks for the advisory lock; taking ours the other way round would deadlock with
+    -- it. Called from a trigger, the rows this region result's mirror may touch are locked here;
+    -- the backfill (no trigger) skips it: it gives up on any lock wait before a deadlock check
+    -- could fire (its lock_timeout is below deadlock_timeout), so a writer never loses to it.
+    IF pg_trigger_depth() > 0 AND NOT dry_run THEN
+        PERFORM 1
+        FROM public.executions e
+        WHERE e.mirror_region_result_id = ANY (region_result_ids)
+          AND (scope <> 'keys'
+               OR jsonb_build_array(e.model_id, e.question_id)::text = ANY (only_pairs))
+        ORDER BY e.id
+        FOR NO KEY UPDATE;
+    END IF;
     -- SPEC "Serialisation": one lock per (job_id, region), in key order to avoid deadlocks.
     PERFORM pg_advisory_xact_lock(k.key)
     FROM (SELECT public.executions_mirror_lock_key(i.job_id, i.region, i.region_result_id) AS key

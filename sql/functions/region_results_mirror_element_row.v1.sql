@@ -32,6 +32,7 @@ AS $$
                       AND region_status IN ('completed', 'failed', 'cancelled') AS unfinished
           FROM (SELECT coalesce(public.executions_mirror_status(element ->> 'status'),
                                 CASE WHEN jsonb_typeof(element -> 'completed_at') <> 'null'
+                                          OR r.completed_at IS NOT NULL
                                      THEN 'failed' ELSE 'pending' END) AS element_status,
                        public.executions_mirror_status(element ->> 'status') IS NULL AS status_unknown,
                        public.executions_mirror_time(element -> 'started_at') AS el_started,

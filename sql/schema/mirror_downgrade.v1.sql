@@ -19,6 +19,7 @@ WHERE e.mirror_region_result_id IS NOT NULL
 UPDATE public.executions SET mirror_region_result_id = NULL WHERE mirror_region_result_id IS NOT NULL;
 
 DROP FUNCTION IF EXISTS public.executions_mirror_claim();
+DROP FUNCTION IF EXISTS public.executions_mirror_claim_key(integer, text, text, text);
 DROP FUNCTION IF EXISTS public.executions_mirror_forget();
 DROP FUNCTION IF EXISTS public.executions_mirror_detach();
 DROP FUNCTION IF EXISTS public.executions_mirror_expects(public.executions, boolean);
