@@ -3,7 +3,8 @@ materialised into executions by the triggers, against the contract (SPEC "Words"
 rule", "Materialising the rule into executions", "The writer").
 
 Tests that assert the contract where the implementation deviates are marked
-``xfail(strict=True)`` with the reason; each carries a minimal repro in its docstring.
+``xfail(strict=True)`` with the reason; each carries a minimal repro in its docstring. Tests
+whose docstring says "once" guard against a deviation found earlier and since fixed.
 """
 
 from __future__ import annotations
@@ -189,8 +190,9 @@ def record(
 def wait_blocked_or_done(
     observer: psycopg.Connection[Any], pid: int, thread: threading.Thread, limit: float = 20.0
 ) -> None:
-    """Wait until backend *pid* waits on a lock, or *thread* has finished (a side that does
-    not block is not an error here: the final state is what the tests assert)."""
+    """Wait until backend *pid* waits on a lock (or sleeps between the mirror's all-or-nothing
+    row-lock attempts), or *thread* has finished (a side that does not block is not an error
+    here: the final state is what the tests assert)."""
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
         if not thread.is_alive():
@@ -199,6 +201,11 @@ def wait_blocked_or_done(
             "SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", (pid,)
         ).fetchone()
         if row is not None and row[0] == "Lock":
+            return
+        wait = observer.execute(
+            "SELECT wait_event FROM pg_stat_activity WHERE pid = %s", (pid,)
+        ).fetchone()
+        if wait is not None and wait[0] == "PgSleep":
             return
         time.sleep(0.01)
     raise AssertionError(f"backend {pid} neither blocked nor finished within {limit}s")
@@ -741,22 +748,11 @@ def test_executions_mirror_claim_race_direct_insert_vs_region_update(db, connect
     assert (counts["inserted"], counts["updated"], counts["deleted"]) == (0, 0, 0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a direct insert racing the INSERT of a region result is not serialised: the claim "
-    "trigger lists the (job, region)'s region results before taking the lock (and takes "
-    "no lock when there is none yet), so a mirrored row is left beside the direct row",
-)
 @pytest.mark.parametrize("first_side", ["direct_insert", "region_insert"])
 def test_executions_mirror_claim_race_direct_insert_vs_region_insert(db, connect, first_side):
-    """Repro (two sessions, READ COMMITTED), jobs row J with models [m1], questions [q1], run X:
-    A: BEGIN; INSERT INTO executions (job_id, region, provider_id, model_id, question_id, status)
-       VALUES (J, 'US', '', 'm1', 'q1', 'completed');
-    B: BEGIN; INSERT INTO region_results (cross_region_execution_id, region, status, started_at)
-       VALUES (X, 'US', 'running', now());  -- does not block
-    A: COMMIT; B: COMMIT;
-    SELECT mirror_region_result_id IS NULL FROM executions WHERE job_id = J;  -- t and f
-    """
+    """A direct insert racing the INSERT of the (job, region)'s first region result, either
+    order, converges to the direct row alone (once failed: the claim listed the region
+    results before taking the lock, and took none when there was no region result yet)."""
     spec = small_spec(models=("m1",), questions=("q1",))
     job, run = job_and_run(db, spec=spec)
     a, b = tx_connection(connect), tx_connection(connect)
@@ -846,26 +842,15 @@ def locked_execution_ids(conn: psycopg.Connection[Any], job_id: int) -> set[int]
     return every - free
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=psycopg.errors.DeadlockDetected,
-    reason="lock-order inversion: the mirror takes the (job, region) advisory lock and then "
-    "executions row locks, while a runner UPDATE of executions (cancel, retry) holds its "
-    "row locks when its AFTER trigger (executions_mirror_claim) asks for the advisory "
-    "lock; a runner cancel racing a writer's record_pair deadlocks and one caller fails",
-)
 def test_executions_mirror_claim_runner_cancel_racing_record_pair_reaches_no_deadlock(db, connect):
-    """Repro (READ COMMITTED, job with regions US, EU, models m1, m2, question q1, both regions
-    started by the writer, so 4 running mirrored rows, heap order US m1, US m2, EU m1, EU m2):
+    """The runner's cancel holding executions row locks while a writer's record_pair needs one
+    of them (READ COMMITTED; 4 running mirrored rows, heap order US m1, US m2, EU m1, EU m2):
     W1: BEGIN; record_pair(EU, m2)                -- holds the row lock of EU m2
-    R:  UPDATE executions SET status = 'cancelled', completed_at = NOW() WHERE job_id = J
-        AND status IN ('pending', 'running', ...) -- (seq scan) locks US m1, US m2, EU m1,
-                                                  -- waits for EU m2
-    W2: BEGIN; record_pair(US, m1)                -- takes the (J, US) advisory lock, then waits
-                                                  -- for R's row lock on US m1
-    W1: COMMIT                                    -- R finishes its scan; its AFTER trigger waits
-                                                  -- for the (J, US) advisory lock held by W2
-    -> ERROR: deadlock detected (W2 or R)."""
+    R:  the runner's cancel (seq scan)            -- locks US m1, US m2, EU m1, waits for EU m2
+    W2: BEGIN; record_pair(US, m1)                -- needs US m1, held by R
+    W1: COMMIT                                    -- R finishes; its trigger needs (J, US)
+    Once a deadlock (the mirror took the advisory lock before the row locks); now the mirror
+    locks rows first, W2 waits for R, and the runner's cancel wins."""
     spec = small_spec(models=("m1", "m2"), questions=("q1",), regions=("US", "EU"))
     job_id = writer.create_job(db, spec)
     run_id = writer.start_run(db, spec["id"], regions=["US", "EU"], started_at=STARTED_AT)
@@ -925,6 +910,136 @@ def test_executions_mirror_claim_runner_cancel_racing_record_pair_reaches_no_dea
         "cancelled",
         None,
     )
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=psycopg.errors.DeadlockDetected,
+    reason="known limit (docs/operations.md, 'Things to know'): the mirror writes executions "
+    "rows inside the writer's transaction, which holds their row locks until it commits; a "
+    "writer transaction recording two pairs of a region, interleaved with the runner's cancel "
+    "of the job, locks rows in another order than the cancel and one side is aborted, as any "
+    "two transactions updating the same rows in different orders would be. The runner records "
+    "each pair in its own transaction, which is covered by "
+    "test_executions_mirror_claim_runner_cancel_racing_record_pair_reaches_no_deadlock",
+)
+def test_executions_mirror_claim_runner_cancel_racing_two_pair_writer_transaction(db, connect):
+    """Repro (READ COMMITTED; region US started by the writer: running mirrored rows r1 = (m1,
+    q1) and r2 = (m2, q1); r1 touched by an update of a column the mirror does not own, so
+    that in heap order r2 comes first):
+    W: BEGIN; record_pair(US, m1, completed)     -- the mirror updates r1: W holds r1
+    R: UPDATE executions SET status = 'cancelled', completed_at = NOW() WHERE job_id = J AND
+       status IN ('pending', 'running', ...)      -- (seq scan) locks r2, waits for r1
+    W: record_pair(US, m2, completed)             -- the mirror needs r2, held by R
+    -> ERROR: deadlock detected, raised in R (the runner's cancel rolls back)."""
+    spec = small_spec(models=("m1", "m2"), questions=("q1",))
+    job_id, _, rid = writer_region(db, spec)
+    db.execute(
+        "UPDATE executions SET is_substantive = false WHERE job_id = %s AND model_id = 'm1'",
+        (job_id,),
+    )
+    ids = {r["model_id"]: r["id"] for r in mirrored(db, rid)}
+    assert [
+        r[0]
+        for r in db.execute("SELECT id FROM executions WHERE job_id = %s ORDER BY ctid", (job_id,))
+    ] == [ids["m2"], ids["m1"]]
+    w = tx_connection(connect)
+    runner = connect()  # autocommit, as the runner's statements are
+    # Planner settings only (not a mirror switch): the cancel visits rows in heap order.
+    runner.execute("SET enable_indexscan = off")
+    runner.execute("SET enable_bitmapscan = off")
+    observer = connect(autocommit=False)
+    errors: list[BaseException] = []
+
+    def cancel() -> None:
+        try:
+            runner.execute(RUNNER_CANCEL, (job_id,))
+        except BaseException as exc:
+            errors.append(exc)
+
+    record(w, rid, "m1", "q1")
+    t_cancel = threading.Thread(target=cancel)
+    t_cancel.start()
+    wait_blocked_or_done(db, runner.info.backend_pid, t_cancel)
+    assert ids["m2"] in locked_execution_ids(observer, job_id)  # the cancel holds r2
+    try:
+        record(w, rid, "m2", "q1")
+        w.commit()
+    except BaseException as exc:
+        errors.append(exc)
+        w.rollback()
+    t_cancel.join(30)
+    assert not t_cancel.is_alive()
+    if errors:
+        raise errors[0]
+    # Serialised, the cancel waits for W's transaction: both pairs completed, still mirrored.
+    assert pairs(db, rid) == {
+        ("m1", "q1"): ("completed", None, 3),
+        ("m2", "q1"): ("completed", None, 3),
+    }
+
+
+def test_region_results_mirror_finish_region_racing_runner_cancel_reaches_no_deadlock(db, connect):
+    """Repro (READ COMMITTED; region US started by the writer: running mirrored rows r1, r2, r3
+    in id order; r1 touched by an update of a column the mirror does not own, so that heap
+    order is r2, r3, r1; a third session C holds r3, which only pins the interleaving that a
+    large region reaches by timing):
+    C: BEGIN; SELECT 1 FROM executions WHERE id = r3 FOR UPDATE;
+    R: UPDATE executions SET status = 'cancelled', completed_at = NOW() WHERE job_id = J AND
+       status IN ('pending', 'running', ...)      -- (seq scan) locks r2, waits for r3
+    W: finish_region(US)                          -- the mirror locks r1, waits for r2 (R)
+    C: COMMIT                                     -- R moves on to r1, held by W
+    -> ERROR: deadlock detected, raised in W (the writer's finish_region)."""
+    spec = small_spec(models=("m1", "m2", "m3"), questions=("q1",))
+    job_id, _, rid = writer_region(db, spec)
+    db.execute(
+        "UPDATE executions SET is_substantive = false WHERE job_id = %s AND model_id = 'm1'",
+        (job_id,),
+    )
+    ids = {r["model_id"]: r["id"] for r in mirrored(db, rid)}
+    heap = db.execute("SELECT id FROM executions WHERE job_id = %s ORDER BY ctid", (job_id,))
+    assert [r[0] for r in heap] == [ids["m2"], ids["m3"], ids["m1"]]
+    holder = connect(autocommit=False)
+    holder.execute("SELECT 1 FROM executions WHERE id = %s FOR UPDATE", (ids["m3"],))
+    runner = connect()  # autocommit, as the runner's statements are
+    # Planner settings only (not a mirror switch): the cancel visits rows in heap order.
+    runner.execute("SET enable_indexscan = off")
+    runner.execute("SET enable_bitmapscan = off")
+    writer_conn = connect()
+    observer = connect(autocommit=False)
+    errors: list[BaseException] = []
+
+    def cancel() -> None:
+        try:
+            runner.execute(RUNNER_CANCEL, (job_id,))
+        except BaseException as exc:
+            errors.append(exc)
+
+    def finish() -> None:
+        try:
+            writer.finish_region(writer_conn, rid, completed_at=FINISHED_AT)
+        except BaseException as exc:
+            errors.append(exc)
+
+    t_cancel = threading.Thread(target=cancel)
+    t_cancel.start()
+    wait_blocked_or_done(db, runner.info.backend_pid, t_cancel)
+    assert locked_execution_ids(observer, job_id) == {ids["m2"], ids["m3"]}
+    t_finish = threading.Thread(target=finish)
+    t_finish.start()
+    wait_blocked_or_done(db, writer_conn.info.backend_pid, t_finish)
+    # The mirror waits for r2 holding none of the region's rows (all or nothing), so the
+    # runner's cancel can always finish first.
+    holder.commit()
+    t_cancel.join(30)
+    t_finish.join(30)
+    assert not t_cancel.is_alive() and not t_finish.is_alive()
+    if errors:
+        raise errors[0]
+    # Serialised: the cancel (first) detached all three rows; the finished region leaves them.
+    rows = assert_one_row_per_key(db, job_id)
+    assert {(r["status"], r["mirror_region_result_id"]) for r in rows} == {("cancelled", None)}
+    assert pairs(db, rid) == {}
 
 
 # --------------------------------------------------------------------------------------------
@@ -1038,16 +1153,11 @@ def test_executions_mirror_detach_hand_fix_of_output_detaches(db):
     ] == [(row["id"], {"response": "fixed by hand"}, None, 3)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a hand fix moving a mirrored row to another key detaches it to the new key, but the "
-    "old key is left with no row although no direct row owns it and the rule still "
-    "yields it; the region result even stays 'mirrored' (state current), so the pair "
-    "vanishes until someone re-applies the region by hand",
-)
 def test_executions_mirror_detach_key_change_leaves_old_key_to_the_mirror(db):
-    """Repro: job with models [m1], questions [q1, q2]; writer start_region + record_pair
-    (m1, q1) completed -> rows (m1,q1) mirrored, (m1,q2) mirrored.
+    """A hand fix moving a mirrored row to another key detaches it to the new key; the old
+    key, owned by no direct row, goes back to the mirror (once it was left empty while the
+    region result still counted as mirrored). Scenario: job with models [m1], questions
+    [q1, q2]; writer start_region + record_pair (m1, q1) completed.
     UPDATE executions SET question_id = 'q3' WHERE job_id = J AND question_id = 'q1';
     -> row moved to (m1, q3), detached; no row at all for (m1, q1);
        SELECT mirrored FROM region_results_mirror_inputs -> true;
@@ -1550,32 +1660,19 @@ def test_region_results_mirror_region_status_vocabulary(db, word, expected):
     assert anomaly_kinds(db, rr["id"]) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="status words are trimmed with btrim(), which strips spaces only: a tab or newline "
-    "around a known status makes it unknown (SPEC: matched after trimming)",
-)
 def test_region_results_mirror_region_status_trimmed_of_any_whitespace(db):
-    """Repro: INSERT INTO region_results (cross_region_execution_id, region, status, started_at,
-    completed_at) VALUES (<run>, 'US', E'\\tsuccess\\n', now(), now());
-    -> anomaly unknown_status "region status '\\tsuccess\\n' is not a known status"."""
+    """Status words are matched after trimming any whitespace (tabs, newlines), not only
+    spaces."""
     job, run = job_and_run(db, models=("m1",), questions=("q1",))
     rr = finished_region(db, run, [element("m1", "q1", "\tCompleted\n")], status="\tsuccess\n")
     assert pairs(db, rr["id"]) == {("m1", "q1"): ("completed", None, 3)}
     assert anomaly_kinds(db, rr["id"]) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an element with an unknown status and no completed_at of its own becomes pending "
-    "(then 'no result recorded' on a finished region) although R has a completed_at: the "
-    "SPEC maps it to failed 'when R (or the element) has a completed_at', keeping its error",
-)
 def test_region_results_mirror_unknown_element_status_uses_region_completed_at(db):
-    """Repro: a finished region (status 'success', completed_at set) with the element
-    {"model_id": "m1", "question_id": "q1", "status": "crashed", "error": "OOM"} (no
-    completed_at) -> executions row failed with original_error 'no result recorded' (expected
-    'OOM'), anomalies unknown_status + unfinished_element (expected unknown_status only)."""
+    """An element's unknown status maps to failed when R (or the element) has a completed_at
+    (SPEC, Status): on a finished region the element keeps its own error, and the only anomaly
+    is the unknown status (not 'no result recorded' / unfinished_element)."""
     job, run = job_and_run(db, models=("m1",), questions=("q1",))
     rr = finished_region(
         db, run, [{"model_id": "m1", "question_id": "q1", "status": "crashed", "error": "OOM"}]
@@ -1919,6 +2016,8 @@ def execution_outputs(draw: st.DrawFn) -> Any:
 @st.composite
 def region_states(draw: st.DrawFn) -> dict[str, Any]:
     return {
+        # region_results.status is NOT NULL (the runner's schema): NULL statuses are drawn for
+        # the elements only.
         "status": draw(status_words(allow_null=False)),
         "completed_at": draw(st.sampled_from([None, FINISHED_AT])),
         "error_message": draw(st.sampled_from([None, "", "all executions failed"])),

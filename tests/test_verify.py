@@ -19,7 +19,6 @@ from datetime import timedelta
 from typing import Any
 
 import psycopg
-import pytest
 from factories import make_direct_execution, make_job, make_region_result, make_run
 from psycopg.types.json import Jsonb
 from test_backfill import (

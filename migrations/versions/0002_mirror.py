@@ -35,6 +35,7 @@ FUNCTIONS = [
     "functions/region_results_mirror_changed_pairs.v1.sql",
     "functions/region_results_mirror_append.v1.sql",
     "functions/region_results_mirror_plan.v1.sql",
+    "functions/executions_mirror_lock_pause.v1.sql",
     "functions/region_results_mirror_apply.v1.sql",
     "functions/executions_mirror_expects.v1.sql",
     "functions/region_results_mirror.v1.sql",

@@ -11,12 +11,23 @@ SET search_path = pg_catalog, public, pg_temp
 SET plan_cache_mode = force_generic_plan
 AS $$
 #variable_conflict use_variable
+DECLARE
+    attempt integer := 0;
+    waiting_since timestamptz := clock_timestamp();
 BEGIN
-    PERFORM 1 FROM public.executions e
-    WHERE e.job_id = job AND e.region = region AND e.model_id = model_id
-      AND e.question_id = question_id AND e.mirror_region_result_id IS NOT NULL
-    ORDER BY e.id
-    FOR NO KEY UPDATE;
+    LOOP  -- all or nothing, as in region_results_mirror_apply
+        attempt := attempt + 1;
+        BEGIN
+            PERFORM 1 FROM public.executions e
+            WHERE e.job_id = job AND e.region = region AND e.model_id = model_id
+              AND e.question_id = question_id AND e.mirror_region_result_id IS NOT NULL
+            ORDER BY e.id
+            FOR NO KEY UPDATE NOWAIT;
+            EXIT;
+        EXCEPTION WHEN lock_not_available THEN
+            PERFORM public.executions_mirror_lock_pause(waiting_since, attempt);
+        END;
+    END LOOP;
     PERFORM pg_advisory_xact_lock(public.executions_mirror_lock_key(job, region, NULL));
     PERFORM public.region_results_mirror_apply(
         ARRAY(SELECT i.region_result_id FROM public.region_results_mirror_inputs i

@@ -22,6 +22,9 @@ SET plan_cache_mode = force_generic_plan
 SET jit = off
 AS $$
 #variable_conflict use_column
+DECLARE
+    attempt integer := 0;
+    waiting_since timestamptz := clock_timestamp();
 BEGIN
     IF cardinality(region_result_ids) IS NULL OR cardinality(region_result_ids) = 0 THEN
         RETURN QUERY SELECT 0, 0, 0, 0, 0, 0, 0;
@@ -33,14 +36,24 @@ BEGIN
     -- it. Called from a trigger, the rows this region result's mirror may touch are locked here;
     -- the backfill (no trigger) skips it: it gives up on any lock wait before a deadlock check
     -- could fire (its lock_timeout is below deadlock_timeout), so a writer never loses to it.
+    -- All or nothing: none of these rows is held while waiting for another, so that a runner
+    -- UPDATE locking them in its own (scan) order can always finish first.
     IF pg_trigger_depth() > 0 AND NOT dry_run THEN
-        PERFORM 1
-        FROM public.executions e
-        WHERE e.mirror_region_result_id = ANY (region_result_ids)
-          AND (scope <> 'keys'
-               OR jsonb_build_array(e.model_id, e.question_id)::text = ANY (only_pairs))
-        ORDER BY e.id
-        FOR NO KEY UPDATE;
+        LOOP
+            attempt := attempt + 1;
+            BEGIN
+                PERFORM 1
+                FROM public.executions e
+                WHERE e.mirror_region_result_id = ANY (region_result_ids)
+                  AND (scope <> 'keys'
+                       OR jsonb_build_array(e.model_id, e.question_id)::text = ANY (only_pairs))
+                ORDER BY e.id
+                FOR NO KEY UPDATE NOWAIT;
+                EXIT;
+            EXCEPTION WHEN lock_not_available THEN
+                PERFORM public.executions_mirror_lock_pause(waiting_since, attempt);
+            END;
+        END LOOP;
     END IF;
     -- SPEC "Serialisation": one lock per (job_id, region), in key order to avoid deadlocks.
     PERFORM pg_advisory_xact_lock(k.key)

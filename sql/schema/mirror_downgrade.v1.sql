@@ -29,6 +29,7 @@ DROP FUNCTION IF EXISTS public.region_results_mirror_guard();
 DROP FUNCTION IF EXISTS public.region_results_mirror();
 DROP FUNCTION IF EXISTS public.region_results_mirror_apply(uuid[], text[], text, boolean);
 DROP FUNCTION IF EXISTS public.region_results_mirror_plan(uuid[], text[], text);
+DROP FUNCTION IF EXISTS public.executions_mirror_lock_pause(timestamptz, integer);
 DROP FUNCTION IF EXISTS public.region_results_mirror_append(public.region_results, public.region_results);
 DROP FUNCTION IF EXISTS public.region_results_mirror_changed_pairs(jsonb, jsonb);
 DROP VIEW IF EXISTS public.region_results_mirror_inputs;
