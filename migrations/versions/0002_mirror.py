@@ -42,7 +42,6 @@ FUNCTIONS = [
     "functions/region_results_mirror_guard.v1.sql",
     "functions/jobs_mirror.v1.sql",
     "functions/cross_region_executions_mirror.v1.sql",
-    "functions/executions_mirror_claim_key.v1.sql",
     "functions/executions_mirror_claim.v1.sql",
     "functions/executions_mirror_detach.v1.sql",
     "functions/executions_mirror_forget.v1.sql",

@@ -2,8 +2,8 @@
 -- rows (trigger zz_mirror_claim). A direct row owns its key (SPEC "Materialising the rule"):
 -- when one arrives (or a row is detached, or a direct row's key changes) the mirrored rows of
 -- that key go; when the last one of a key leaves, the mirror takes the key back. Both go
--- through executions_mirror_claim_key: region_results_mirror_apply for the region results of
--- (job_id, region), restricted to the key, under the same per-(job_id, region) lock.
+-- through region_results_mirror_apply, restricted to the key, for the region results of
+-- (job_id, region) as they stand once its per-(job_id, region) lock is held.
 CREATE OR REPLACE FUNCTION public.executions_mirror_claim()
 RETURNS trigger
 LANGUAGE plpgsql
@@ -15,8 +15,9 @@ AS $$
 BEGIN
     IF TG_OP <> 'DELETE' AND NEW.mirror_region_result_id IS NULL AND NEW.job_id IS NOT NULL
        AND NEW.model_id <> '' AND NEW.question_id <> '' THEN
-        PERFORM public.executions_mirror_claim_key(NEW.job_id, NEW.region, NEW.model_id,
-                                                  NEW.question_id);
+        PERFORM public.region_results_mirror_apply(
+            NULL, ARRAY[jsonb_build_array(NEW.model_id, NEW.question_id)::text], 'keys', false,
+            NEW.job_id, NEW.region);
     END IF;
     -- The key a row leaves: a direct row deleted, or any row (direct or being detached) moved
     -- to another key. If no direct row owns it any more, the mirror takes it back.
@@ -25,8 +26,9 @@ BEGIN
             OR (TG_OP = 'UPDATE'
                 AND (OLD.job_id, OLD.region, OLD.model_id, OLD.question_id)
                     IS DISTINCT FROM (NEW.job_id, NEW.region, NEW.model_id, NEW.question_id))) THEN
-        PERFORM public.executions_mirror_claim_key(OLD.job_id, OLD.region, OLD.model_id,
-                                                  OLD.question_id);
+        PERFORM public.region_results_mirror_apply(
+            NULL, ARRAY[jsonb_build_array(OLD.model_id, OLD.question_id)::text], 'keys', false,
+            OLD.job_id, OLD.region);
     END IF;
     RETURN NULL;
 END

@@ -1,9 +1,9 @@
 -- executions_mirror_lock_pause(waiting_since, attempt): the wait between two attempts of the
--- mirror to lock a set of executions rows all at once (FOR NO KEY UPDATE NOWAIT, all or
--- nothing; see region_results_mirror_apply). Sleeps a few milliseconds, longer as attempts add
--- up; raises lock_not_available once the session's lock_timeout (if any) has passed since
--- waiting_since, as an ordinary lock wait would. Read by region_results_mirror_apply and
--- executions_mirror_claim_key.
+-- mirror to write executions rows another transaction holds (it rolls an attempt back rather
+-- than wait holding its locks; see region_results_mirror_apply). Sleeps a few milliseconds,
+-- longer as attempts add up; raises lock_not_available once the session's lock_timeout (if
+-- any) has passed since waiting_since, as an ordinary lock wait would. Read by
+-- region_results_mirror_apply.
 CREATE OR REPLACE FUNCTION public.executions_mirror_lock_pause(waiting_since timestamptz,
                                                                attempt integer)
 RETURNS void

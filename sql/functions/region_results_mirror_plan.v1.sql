@@ -19,33 +19,42 @@
 -- the state says the previous version was mirrored, and re-derives the region otherwise;
 -- 'keys' (a direct row arrived or left) restricts to only_pairs and leaves the state alone,
 -- since direct rows change neither R nor J.
+DO $type$
+BEGIN
+    IF to_regtype('public.region_results_mirror_change') IS NULL THEN
+        -- One change of a plan (the rows of region_results_mirror_plan).
+        CREATE TYPE public.region_results_mirror_change AS (
+            action text,
+            reason text,
+            region_result_id uuid,
+            execution_id integer,
+            job_id integer,
+            cross_region_execution_id uuid,
+            region text,
+            provider_id text,
+            model_id text,
+            question_id text,
+            status text,
+            started_at timestamp,
+            completed_at timestamp,
+            created_at timestamp,
+            output_data jsonb,
+            receipt_data jsonb,
+            original_error text,
+            evidence smallint,
+            r_xmin xid,
+            job_fingerprint text,
+            anomaly_kind text,
+            anomaly_detail text);
+    END IF;
+END
+$type$;
+
 CREATE OR REPLACE FUNCTION public.region_results_mirror_plan(
     region_result_ids uuid[],
     only_pairs text[] DEFAULT NULL,
     scope text DEFAULT 'region')
-RETURNS TABLE (
-    action text,
-    reason text,
-    region_result_id uuid,
-    execution_id integer,
-    job_id integer,
-    cross_region_execution_id uuid,
-    region text,
-    provider_id text,
-    model_id text,
-    question_id text,
-    status text,
-    started_at timestamp,
-    completed_at timestamp,
-    created_at timestamp,
-    output_data jsonb,
-    receipt_data jsonb,
-    original_error text,
-    evidence smallint,
-    r_xmin xid,
-    job_fingerprint text,
-    anomaly_kind text,
-    anomaly_detail text)
+RETURNS SETOF public.region_results_mirror_change
 LANGUAGE plpgsql STABLE ROWS 20
 SET search_path = pg_catalog, public, pg_temp
 -- One generic plan per statement, cached for the session: re-planning these statements on

@@ -19,7 +19,6 @@ WHERE e.mirror_region_result_id IS NOT NULL
 UPDATE public.executions SET mirror_region_result_id = NULL WHERE mirror_region_result_id IS NOT NULL;
 
 DROP FUNCTION IF EXISTS public.executions_mirror_claim();
-DROP FUNCTION IF EXISTS public.executions_mirror_claim_key(integer, text, text, text);
 DROP FUNCTION IF EXISTS public.executions_mirror_forget();
 DROP FUNCTION IF EXISTS public.executions_mirror_detach();
 DROP FUNCTION IF EXISTS public.executions_mirror_expects(public.executions, boolean);
@@ -27,8 +26,9 @@ DROP FUNCTION IF EXISTS public.cross_region_executions_mirror();
 DROP FUNCTION IF EXISTS public.jobs_mirror();
 DROP FUNCTION IF EXISTS public.region_results_mirror_guard();
 DROP FUNCTION IF EXISTS public.region_results_mirror();
-DROP FUNCTION IF EXISTS public.region_results_mirror_apply(uuid[], text[], text, boolean);
+DROP FUNCTION IF EXISTS public.region_results_mirror_apply(uuid[], text[], text, boolean, integer, text);
 DROP FUNCTION IF EXISTS public.region_results_mirror_plan(uuid[], text[], text);
+DROP TYPE IF EXISTS public.region_results_mirror_change;
 DROP FUNCTION IF EXISTS public.executions_mirror_lock_pause(timestamptz, integer);
 DROP FUNCTION IF EXISTS public.region_results_mirror_append(public.region_results, public.region_results);
 DROP FUNCTION IF EXISTS public.region_results_mirror_changed_pairs(jsonb, jsonb);
