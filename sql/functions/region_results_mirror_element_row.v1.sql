@@ -15,6 +15,8 @@ RETURNS TABLE (status text, started_at timestamp, completed_at timestamp, output
 LANGUAGE sql STABLE PARALLEL SAFE ROWS 1
 -- No SET search_path, so that it inlines into the rule (whose search_path is pinned).
 AS $$
+    -- Each level is computed once (OFFSET 0 keeps the planner from flattening the subqueries,
+    -- which would copy every expression into each place that uses it).
     SELECT CASE WHEN e.unfinished THEN 'failed' ELSE e.element_status END,
            coalesce(e.el_started, r.started_at AT TIME ZONE 'UTC'),
            CASE WHEN e.unfinished OR e.element_status NOT IN ('pending', 'running')
@@ -30,11 +32,15 @@ AS $$
            e.unfinished
     FROM (SELECT s.*, s.element_status IN ('pending', 'running')
                       AND region_status IN ('completed', 'failed', 'cancelled') AS unfinished
-          FROM (SELECT coalesce(public.executions_mirror_status(element ->> 'status'),
+          FROM (SELECT coalesce(w.word_status,
                                 CASE WHEN jsonb_typeof(element -> 'completed_at') <> 'null'
                                           OR r.completed_at IS NOT NULL
                                      THEN 'failed' ELSE 'pending' END) AS element_status,
-                       public.executions_mirror_status(element ->> 'status') IS NULL AS status_unknown,
-                       public.executions_mirror_time(element -> 'started_at') AS el_started,
-                       public.executions_mirror_time(element -> 'completed_at') AS el_completed) s) e
+                       w.word_status IS NULL AS status_unknown, w.el_started, w.el_completed
+                FROM (SELECT public.executions_mirror_status(element ->> 'status') AS word_status,
+                             public.executions_mirror_time(element -> 'started_at') AS el_started,
+                             public.executions_mirror_time(element -> 'completed_at') AS el_completed
+                      OFFSET 0) w
+                OFFSET 0) s
+          OFFSET 0) e
 $$;

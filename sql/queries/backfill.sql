@@ -4,11 +4,12 @@
 -- Parameters are psycopg named placeholders; no literal percent signs here.
 
 -- name: open_run
--- An unfinished run of the same scope, to resume (its process died or was stopped).
+-- An unfinished run of the same scope, to resume: its process died, was stopped, or failed
+-- (disk full, a timeout: its cursor is that of its last saved batch, so nothing is half-done).
 SELECT id, high_water_mark, cursor, phase, batches, examined, inserted, updated, deleted,
        detached, left_to_direct, anomalies, states, max_batch_rows
 FROM public.region_results_backfill_runs
-WHERE status IN ('running', 'interrupted')
+WHERE status IN ('running', 'interrupted', 'failed')
   AND scope_job IS NOT DISTINCT FROM %(job)s
   AND scope_since IS NOT DISTINCT FROM %(since)s
 ORDER BY id DESC
