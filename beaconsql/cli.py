@@ -52,8 +52,9 @@ stderr = Console(stderr=True, markup=False, highlight=False, emoji=False)
 _NEXT_STEP = {
     "53": "the server is out of disk space or memory: free space on the server, then rerun "
     "(a backfill resumes where it stopped).",
-    "57014": "a statement ran past statement_timeout: rerun, with a smaller --batch-size for a "
-    "backfill.",
+    "57014": "a statement ran past statement_timeout (the session's or the role's: PGOPTIONS, "
+    "ALTER ROLE … SET statement_timeout): raise it, then rerun (a backfill resumes where it "
+    "stopped, and halves its batches by itself when one times out).",
     "55P03": "a lock was not granted in time (another transaction holds it): rerun off-peak.",
     "42501": "the connected role lacks a privilege: connect as the database owner.",
     "42P01": "an object is missing: run `beaconsql upgrade` first.",

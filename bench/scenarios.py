@@ -15,6 +15,7 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
+from beaconsql import backfill, seed, writer
 from bench.harness import (
     Results,
     median,
@@ -25,7 +26,6 @@ from bench.harness import (
     set_mirror_triggers,
     timer,
 )
-from beaconsql import backfill, seed, writer
 
 ROUNDS = 5
 RUNS_PER_ROUND = 50
@@ -44,14 +44,20 @@ def _record_with_writer(conn: psycopg.Connection[Any], jobspec_id: str, t0: date
     run_id = writer.start_run(conn, jobspec_id, regions=list(REGIONS), started_at=t0)
     n = 0
     for region in REGIONS:
-        rid = writer.start_region(conn, run_id, region, provider_id=seed.PROVIDERS[region],
-                                  started_at=t0)
+        rid = writer.start_region(
+            conn, run_id, region, provider_id=seed.PROVIDERS[region], started_at=t0
+        )
         for model_id in MODELS:
             for question_id in QUESTIONS:
                 n += 1
                 writer.record_pair(
-                    conn, rid, model_id=model_id, question_id=question_id, status="completed",
-                    started_at=t0, completed_at=t0 + timedelta(seconds=n),
+                    conn,
+                    rid,
+                    model_id=model_id,
+                    question_id=question_id,
+                    status="completed",
+                    started_at=t0,
+                    completed_at=t0 + timedelta(seconds=n),
                     output=seed.answer(model_id, question_id, region),
                     receipt=seed.receipt(jobspec_id, model_id, question_id, region, n),
                 )
@@ -66,18 +72,23 @@ def _record_dual_write(conn: psycopg.Connection[Any], jobspec_id: str, t0: datet
     naive = t0.astimezone(UTC).replace(tzinfo=None)
     conn.execute(
         "INSERT INTO jobs (jobspec_id, jobspec_data, status, created_at, updated_at) "
-        "VALUES (%s, %s, 'queued', %s, now())", (jobspec_id, Jsonb(spec), naive))
+        "VALUES (%s, %s, 'queued', %s, now())",
+        (jobspec_id, Jsonb(spec), naive),
+    )
     run_id = uuid.uuid4()
     conn.execute(
         "INSERT INTO cross_region_executions (id, jobspec_id, total_regions, min_regions_required,"
         " min_success_rate, status, started_at) VALUES (%s, %s, 2, 1, 0.67, 'running', %s)",
-        (run_id, jobspec_id, t0))
+        (run_id, jobspec_id, t0),
+    )
     n = 0
     for region in REGIONS:
         rid = uuid.uuid4()
         conn.execute(
             "INSERT INTO region_results (id, cross_region_execution_id, region, status, started_at)"
-            " VALUES (%s, %s, %s, 'running', %s)", (rid, run_id, region, t0))
+            " VALUES (%s, %s, %s, 'running', %s)",
+            (rid, run_id, region, t0),
+        )
         first = None
         for model_id in MODELS:
             for question_id in QUESTIONS:
@@ -89,24 +100,48 @@ def _record_dual_write(conn: psycopg.Connection[Any], jobspec_id: str, t0: datet
                     " completed_at, output_data, receipt_data, model_id, question_id, created_at)"
                     " VALUES ((SELECT id FROM jobs WHERE jobspec_id = %s), %s, %s, 'completed',"
                     " %s, %s, %s, %s, %s, %s, %s)",
-                    (jobspec_id, seed.PROVIDERS[region], region, naive,
-                     naive + timedelta(seconds=n), Jsonb(output),
-                     Jsonb(seed.receipt(jobspec_id, model_id, question_id, region, n)),
-                     model_id, question_id, naive))
+                    (
+                        jobspec_id,
+                        seed.PROVIDERS[region],
+                        region,
+                        naive,
+                        naive + timedelta(seconds=n),
+                        Jsonb(output),
+                        Jsonb(seed.receipt(jobspec_id, model_id, question_id, region, n)),
+                        model_id,
+                        question_id,
+                        naive,
+                    ),
+                )
         conn.execute(
             "UPDATE region_results SET status = 'success', completed_at = %s, duration_ms = %s,"
             " provider_id = %s, execution_output = %s, error_message = '', metadata = %s"
             " WHERE id = %s",
-            (t0 + timedelta(seconds=n + 1), (n + 1) * 1000, seed.PROVIDERS[region],
-             Jsonb({"data": first, "hash": ""}),
-             Jsonb({"success_count": 9, "failure_count": 0, "total_executions": 9,
-                    "plan_priority": 0}), rid))
+            (
+                t0 + timedelta(seconds=n + 1),
+                (n + 1) * 1000,
+                seed.PROVIDERS[region],
+                Jsonb({"data": first, "hash": ""}),
+                Jsonb(
+                    {
+                        "success_count": 9,
+                        "failure_count": 0,
+                        "total_executions": 9,
+                        "plan_priority": 0,
+                    }
+                ),
+                rid,
+            ),
+        )
     conn.execute(
         "UPDATE cross_region_executions SET status = 'completed', success_count = 2,"
         " failure_count = 0, completed_at = %s, duration_ms = %s WHERE id = %s",
-        (t0 + timedelta(seconds=n + 2), (n + 2) * 1000, run_id))
-    conn.execute("UPDATE jobs SET status = 'completed', updated_at = now() WHERE jobspec_id = %s",
-                 (jobspec_id,))
+        (t0 + timedelta(seconds=n + 2), (n + 2) * 1000, run_id),
+    )
+    conn.execute(
+        "UPDATE jobs SET status = 'completed', updated_at = now() WHERE jobspec_id = %s",
+        (jobspec_id,),
+    )
 
 
 def record_run(server: str, results: Results) -> None:
@@ -139,7 +174,7 @@ def record_run(server: str, results: Results) -> None:
         spec = seed.jobspec("append-probe")
         writer.create_job(conn, spec)
         run_id = writer.start_run(conn, spec["id"], regions=["US"])
-        for r in range(ROUNDS):
+        for _ in range(ROUNDS):
             for triggers in (True, False):
                 set_mirror_triggers(conn, triggers)
                 samples = []
@@ -149,8 +184,13 @@ def record_run(server: str, results: Results) -> None:
                         for question_id in QUESTIONS:
                             with timer() as elapsed:
                                 writer.record_pair(
-                                    conn, rid, model_id=model_id, question_id=question_id,
-                                    status="completed", output=seed.answer(model_id, question_id, "US"))
+                                    conn,
+                                    rid,
+                                    model_id=model_id,
+                                    question_id=question_id,
+                                    status="completed",
+                                    output=seed.answer(model_id, question_id, "US"),
+                                )
                             samples.append(elapsed())
                 appends[triggers].append(median(samples))
         set_mirror_triggers(conn, True)
@@ -176,8 +216,10 @@ def _legacy_history(dsn: str, jobs: int, prefix: str = "legacy-") -> None:
 
 
 def _reset_mirror(conn: psycopg.Connection[Any]) -> None:
-    conn.execute("TRUNCATE executions, transparency_log, region_results_mirror_state,"
-                 " region_results_mirror_anomalies, region_results_backfill_runs")
+    conn.execute(
+        "TRUNCATE executions, transparency_log, region_results_mirror_state,"
+        " region_results_mirror_anomalies, region_results_backfill_runs"
+    )
     conn.execute("VACUUM ANALYZE executions")
     conn.execute("CHECKPOINT")
 
@@ -222,8 +264,9 @@ def backfill_scaling(server: str, results: Results) -> None:
     for size in (5_000, 25_000):
         dsn = scratch_database(server, f"beaconsql_bench_scale_{size}")
         _legacy_history(dsn, size // 2)
-        out = subprocess.run([sys.executable, "-c", _RSS_PROBE, dsn], check=True,
-                             capture_output=True, text=True).stdout
+        out = subprocess.run(
+            [sys.executable, "-c", _RSS_PROBE, dsn], check=True, capture_output=True, text=True
+        ).stdout
         measured[size] = json.loads(out.strip().splitlines()[-1])
     small, large = measured[5_000], measured[25_000]
     results.figure("backfill_rss_5k_kib", small["max_rss_kib"], "KiB peak RSS")
@@ -231,8 +274,9 @@ def backfill_scaling(server: str, results: Results) -> None:
     results.figure("backfill_5k_seconds", small["seconds"], "s")
     results.figure("backfill_25k_seconds", large["seconds"], "s")
     results.ratio("backfill_rss_25k_vs_5k", large["max_rss_kib"] / small["max_rss_kib"], "<= 1.3")
-    results.ratio("backfill_time_25k_vs_5k", large["seconds"] / small["seconds"],
-                  "report (linear is 5)")
+    results.ratio(
+        "backfill_time_25k_vs_5k", large["seconds"] / small["seconds"], "report (linear is 5)"
+    )
 
 
 # -- 4: the portal read -------------------------------------------------------------------------
@@ -246,8 +290,10 @@ def portal_read(server: str, results: Results, *, jobs: int = 50_000) -> None:
     half = jobs // 2
     with psycopg.connect(dsn, autocommit=True) as conn:
         set_mirror_triggers(conn, False)
-        for prefix, regions_query in (("writer-", "writer_region_results"),
-                                      ("runner-", "legacy_region_results")):
+        for prefix, regions_query in (
+            ("writer-", "writer_region_results"),
+            ("runner-", "legacy_region_results"),
+        ):
             conn.execute(q["jobs"], {"prefix": prefix, "n": half})
             conn.execute(q["runs"], {"prefix": prefix})
             conn.execute(q[regions_query], {"prefix": prefix})
@@ -257,28 +303,41 @@ def portal_read(server: str, results: Results, *, jobs: int = 50_000) -> None:
         summary = backfill.backfill(conn, batch_size=2000)
         conn.execute("VACUUM ANALYZE")
         total = conn.execute("SELECT count(*) FROM executions").fetchone()
-        results.figure("portal_dataset", jobs, "jobs", executions_rows=total[0] if total else 0,
-                       mirrored_rows=summary.inserted)
+        results.figure(
+            "portal_dataset",
+            jobs,
+            "jobs",
+            executions_rows=total[0] if total else 0,
+            mirrored_rows=summary.inserted,
+        )
         ids = [f"{p}{random.randint(1, half)}" for p in ("writer-", "runner-") for _ in range(100)]
         view, direct = portal_query(), q["direct_read"]
         params = [{"jobspec_id": i, "limit": None, "offset": 0} for i in ids]
         lat: dict[str, list[float]] = {k: [] for k in ("view", "direct", "view_u", "direct_u")}
         for _ in range(3):
             for p in params:
-                for key, sql, prepare in (("view", view, True), ("direct", direct, True),
-                                          ("view_u", view, False), ("direct_u", direct, False)):
+                for key, sql, prepare in (
+                    ("view", view, True),
+                    ("direct", direct, True),
+                    ("view_u", view, False),
+                    ("direct_u", direct, False),
+                ):
                     with timer() as elapsed:
                         conn.execute(sql, p, prepare=prepare).fetchall()
                     lat[key].append(elapsed())
         for key, sql in (("view", view), ("direct", direct)):
-            plan = conn.execute(f"EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) {sql}",
-                                params[0]).fetchall()
+            plan = conn.execute(
+                f"EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) {sql}", params[0]
+            ).fetchall()
             results.plans[f"portal_{key}"] = "\n".join(r[0] for r in plan)
     for key in lat:
-        results.figure(f"portal_{key}_ms", 1000 * median(lat[key]), "ms",
-                       p95=round(1000 * p95(lat[key]), 4))
-    results.ratio("portal_view_vs_direct", median(lat["view"]) / median(lat["direct"]),
-                  "<= 2.0, aim <= 1.3")
-    results.figure("portal_view_vs_direct_unprepared",
-                   median(lat["view_u"]) / median(lat["direct_u"]), "ratio")
+        results.figure(
+            f"portal_{key}_ms", 1000 * median(lat[key]), "ms", p95=round(1000 * p95(lat[key]), 4)
+        )
+    results.ratio(
+        "portal_view_vs_direct", median(lat["view"]) / median(lat["direct"]), "<= 2.0, aim <= 1.3"
+    )
+    results.figure(
+        "portal_view_vs_direct_unprepared", median(lat["view_u"]) / median(lat["direct_u"]), "ratio"
+    )
     results.figure("portal_view_vs_direct_p95", p95(lat["view"]) / p95(lat["direct"]), "ratio")

@@ -31,6 +31,11 @@ SET search_path = pg_catalog, public, pg_temp
 -- One generic plan per statement, cached for the session: re-planning these statements on
 -- every call (custom plans) costs more than running them.
 SET plan_cache_mode = force_generic_plan
+-- Index-driven plans: these statements touch a few rows by key, and a generic plan cached
+-- while the tables were small must not keep scanning them whole once they have grown.
+SET enable_seqscan = off
+SET enable_hashjoin = off
+SET enable_mergejoin = off
 SET jit = off
 AS $$
 #variable_conflict use_column
@@ -76,40 +81,45 @@ BEGIN
             IF optimistic THEN
                 PERFORM set_config('lock_timeout', '1ms', true);
             END IF;
-            WITH
-            plan AS (SELECT * FROM unnest(changes)),
-            ins AS (
-                INSERT INTO public.executions (
-                    job_id, cross_region_execution_id, region, provider_id, model_id, question_id,
-                    status, started_at, completed_at, created_at, output_data, receipt_data,
-                    original_error, mirror_region_result_id, mirror_evidence)
-                SELECT p.job_id, p.cross_region_execution_id, p.region, p.provider_id, p.model_id,
-                       p.question_id, p.status, p.started_at, p.completed_at, p.created_at,
-                       p.output_data, p.receipt_data, p.original_error, p.region_result_id, p.evidence
-                FROM plan p
-                WHERE p.action = 'insert'
-                RETURNING 1),
-            upd AS (
-                UPDATE public.executions e
-                SET job_id = p.job_id, cross_region_execution_id = p.cross_region_execution_id,
-                    region = p.region, provider_id = p.provider_id, status = p.status,
-                    started_at = p.started_at, completed_at = p.completed_at, created_at = p.created_at,
-                    output_data = p.output_data, receipt_data = p.receipt_data,
-                    original_error = p.original_error, mirror_evidence = p.evidence
-                FROM plan p
-                WHERE p.action = 'update' AND e.id = p.execution_id
-                RETURNING 1),
-            del AS (
-                DELETE FROM public.executions e
-                USING plan p
-                WHERE p.action = 'delete' AND e.id = p.execution_id
-                RETURNING 1),
-            det AS (
+            -- Executions rows, when there is anything to write to them (a statement that
+            -- writes executions opens its ~20 indexes: not for a state-only change).
+            IF EXISTS (SELECT 1 FROM unnest(changes) p
+                       WHERE p.action IN ('insert', 'update', 'delete', 'detach')) THEN
+                WITH
+                plan AS (SELECT * FROM unnest(changes)),
+                ins AS (
+                    INSERT INTO public.executions (
+                        job_id, cross_region_execution_id, region, provider_id, model_id, question_id,
+                        status, started_at, completed_at, created_at, output_data, receipt_data,
+                        original_error, mirror_region_result_id, mirror_evidence)
+                    SELECT p.job_id, p.cross_region_execution_id, p.region, p.provider_id, p.model_id,
+                           p.question_id, p.status, p.started_at, p.completed_at, p.created_at,
+                           p.output_data, p.receipt_data, p.original_error, p.region_result_id, p.evidence
+                    FROM plan p
+                    WHERE p.action = 'insert'
+                    RETURNING 1),
+                upd AS (
+                    UPDATE public.executions e
+                    SET job_id = p.job_id, cross_region_execution_id = p.cross_region_execution_id,
+                        region = p.region, provider_id = p.provider_id, status = p.status,
+                        started_at = p.started_at, completed_at = p.completed_at, created_at = p.created_at,
+                        output_data = p.output_data, receipt_data = p.receipt_data,
+                        original_error = p.original_error, mirror_evidence = p.evidence
+                    FROM plan p
+                    WHERE p.action = 'update' AND e.id = p.execution_id
+                    RETURNING 1),
+                del AS (
+                    DELETE FROM public.executions e
+                    USING plan p
+                    WHERE p.action = 'delete' AND e.id = p.execution_id
+                    RETURNING 1)
                 UPDATE public.executions e
                 SET mirror_region_result_id = NULL
                 FROM plan p
-                WHERE p.action = 'detach' AND e.id = p.execution_id
-                RETURNING 1),
+                WHERE p.action = 'detach' AND e.id = p.execution_id;
+            END IF;
+            WITH
+            plan AS (SELECT * FROM unnest(changes)),
             st AS (
                 INSERT INTO public.region_results_mirror_state AS s
                     (region_result_id, r_xmin, job_fingerprint, mirrored_at)
