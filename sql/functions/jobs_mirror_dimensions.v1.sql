@@ -11,11 +11,9 @@ CREATE OR REPLACE FUNCTION public.jobs_mirror_dimensions(spec jsonb,
 LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, public, pg_temp
 SET plan_cache_mode = force_generic_plan
--- Index-driven plans: these statements touch a few rows by key, and a generic plan cached
--- while the tables were small must not keep scanning them whole once they have grown.
+-- Index-driven plans: these statements read rows by key, and a generic plan cached while
+-- the tables were small must not keep scanning them whole once they have grown.
 SET enable_seqscan = off
-SET enable_hashjoin = off
-SET enable_mergejoin = off
 AS $$
 BEGIN
     SELECT ARRAY(SELECT d.v

@@ -13,11 +13,9 @@ RETURNS boolean
 LANGUAGE plpgsql
 SET search_path = pg_catalog, public, pg_temp
 SET plan_cache_mode = force_generic_plan
--- Index-driven plans: these statements touch a few rows by key, and a generic plan cached
--- while the tables were small must not keep scanning them whole once they have grown.
+-- Index-driven plans: these statements read rows by key, and a generic plan cached while
+-- the tables were small must not keep scanning them whole once they have grown.
 SET enable_seqscan = off
-SET enable_hashjoin = off
-SET enable_mergejoin = off
 AS $$
 DECLARE
     old_elements jsonb := coalesce(old_row.execution_output -> 'executions', '[]'::jsonb);

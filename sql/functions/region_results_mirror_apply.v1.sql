@@ -31,11 +31,9 @@ SET search_path = pg_catalog, public, pg_temp
 -- One generic plan per statement, cached for the session: re-planning these statements on
 -- every call (custom plans) costs more than running them.
 SET plan_cache_mode = force_generic_plan
--- Index-driven plans: these statements touch a few rows by key, and a generic plan cached
--- while the tables were small must not keep scanning them whole once they have grown.
+-- Index-driven plans: these statements read rows by key, and a generic plan cached while
+-- the tables were small must not keep scanning them whole once they have grown.
 SET enable_seqscan = off
-SET enable_hashjoin = off
-SET enable_mergejoin = off
 SET jit = off
 AS $$
 #variable_conflict use_column
@@ -81,12 +79,16 @@ BEGIN
             IF optimistic THEN
                 PERFORM set_config('lock_timeout', '1ms', true);
             END IF;
-            -- Executions rows, when there is anything to write to them (a statement that
-            -- writes executions opens its ~20 indexes: not for a state-only change).
+            -- Executions rows, only when there is anything to write to them (a statement that
+            -- writes executions opens its ~20 indexes). Planned for each call (EXECUTE): it
+            -- joins the changes, one (a trigger) to thousands (a backfill batch), to executions,
+            -- which may have grown since the session began; one cached plan would be wrong for
+            -- some of them.
             IF EXISTS (SELECT 1 FROM unnest(changes) p
                        WHERE p.action IN ('insert', 'update', 'delete', 'detach')) THEN
+                EXECUTE $dml$
                 WITH
-                plan AS (SELECT * FROM unnest(changes)),
+                plan AS (SELECT * FROM unnest($1)),
                 ins AS (
                     INSERT INTO public.executions (
                         job_id, cross_region_execution_id, region, provider_id, model_id, question_id,
@@ -116,8 +118,11 @@ BEGIN
                 UPDATE public.executions e
                 SET mirror_region_result_id = NULL
                 FROM plan p
-                WHERE p.action = 'detach' AND e.id = p.execution_id;
+                WHERE p.action = 'detach' AND e.id = p.execution_id
+                $dml$ USING changes;
             END IF;
+            -- The mirror state and new anomalies: no join to a table, so one cached plan fits
+            -- every size.
             WITH
             plan AS (SELECT * FROM unnest(changes)),
             st AS (
@@ -132,8 +137,8 @@ BEGIN
                 RETURNING 1),
             forget AS (
                 DELETE FROM public.region_results_mirror_state s
-                USING plan p
-                WHERE p.action = 'forget' AND s.region_result_id = p.region_result_id
+                WHERE s.region_result_id = ANY (ARRAY(SELECT p.region_result_id FROM plan p
+                                                      WHERE p.action = 'forget'))
                 RETURNING 1)
             INSERT INTO public.region_results_mirror_anomalies (region_result_id, kind, detail)
             SELECT p.region_result_id, p.anomaly_kind, p.anomaly_detail

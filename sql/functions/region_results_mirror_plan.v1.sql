@@ -60,11 +60,9 @@ SET search_path = pg_catalog, public, pg_temp
 -- One generic plan per statement, cached for the session: re-planning these statements on
 -- every call (custom plans) costs more than running them.
 SET plan_cache_mode = force_generic_plan
--- Index-driven plans: these statements touch a few rows by key, and a generic plan cached
--- while the tables were small must not keep scanning them whole once they have grown.
+-- Index-driven plans: these statements read rows by key, and a generic plan cached while
+-- the tables were small must not keep scanning them whole once they have grown.
 SET enable_seqscan = off
-SET enable_hashjoin = off
-SET enable_mergejoin = off
 -- Short OLTP statements: JIT compilation would cost far more than it saves.
 SET jit = off
 AS $$
