@@ -55,6 +55,9 @@ RETRYABLE = (
     psycopg.errors.LockNotAvailable,
 )
 COUNTS = ("inserted", "updated", "deleted", "detached", "left_to_direct", "anomalies", "states")
+# Tables a backfill fills, analyzed again whenever its writes to them since their last ANALYZE
+# (rows) exceed both this and their size then: see _Run._keep_statistics.
+ANALYZE_AFTER_ROWS = 1_000
 
 
 def _queries() -> Mapping[str, Any]:
@@ -200,6 +203,8 @@ class _Run:
         self.cursor = NIL_UUID
         self.phase = "region_results"
         self.high_water_mark: uuid.UUID | None = None
+        self.rows_since_analyze = 0
+        self.rows_at_analyze = 0
 
     def run(self) -> None:
         q = _queries()
@@ -207,6 +212,8 @@ class _Run:
             for (table,) in self.conn.execute(q["never_analyzed"]).fetchall():
                 logger.info("analyzing %s (it has no statistics yet)", table)
                 self.conn.execute(sql.SQL("ANALYZE public.{}").format(sql.Identifier(table)))
+            row = self.conn.execute(q["executions_size"]).fetchone()
+            self.rows_at_analyze = int(row[0]) if row else 0
         self._open()
         total = 0
         if self.phase == "region_results" and self.high_water_mark is not None:
@@ -390,7 +397,29 @@ class _Run:
             len(ids),
             batch_rows,
         )
+        self._keep_statistics(batch_rows)
         return len(ids)
+
+    def _keep_statistics(self, batch_rows: int) -> None:
+        """ANALYZE executions and the mirror state once the backfill has written more rows to
+        them than they held at their last ANALYZE (and at least ANALYZE_AFTER_ROWS).
+
+        The mirror functions cache one plan per statement for the session (see
+        region_results_mirror_plan), built from the statistics of the moment: a plan built while
+        executions was nearly empty reads it through whole-index scans, and a backfill is what
+        fills it, so each batch would cost more than the last. New statistics invalidate the
+        cached plans (PostgreSQL manual, "Plan Caching" under PREPARE); autovacuum would get
+        there too, later.
+        """
+        self.rows_since_analyze += batch_rows
+        if self.dry_run or self.rows_since_analyze < max(ANALYZE_AFTER_ROWS, self.rows_at_analyze):
+            return
+        logger.info(
+            "analyzing executions and the mirror state (%d rows written)", self.rows_since_analyze
+        )
+        self.conn.execute(_queries()["analyze_mirrored"])
+        self.rows_at_analyze += self.rows_since_analyze
+        self.rows_since_analyze = 0
 
 
 def last_runs(conn: psycopg.Connection[Any]) -> dict[str, Any]:

@@ -132,3 +132,13 @@ WHERE schemaname = 'public'
                   'region_results_mirror_state')
   AND last_analyze IS NULL AND last_autoanalyze IS NULL
 ORDER BY relname;
+
+-- name: executions_size
+-- The planner's count of executions rows (pg_class.reltuples; -1 when never analyzed).
+SELECT greatest(c.reltuples, 0)::bigint
+FROM pg_catalog.pg_class c
+WHERE c.oid = 'public.executions'::regclass;
+
+-- name: analyze_mirrored
+-- Fresh statistics for the tables a backfill fills (see beaconsql/backfill.py, _keep_statistics).
+ANALYZE public.executions, public.region_results_mirror_state;
