@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from functools import wraps
+from functools import partial, wraps
 from types import FrameType
 from typing import Any, TypeVar
 
@@ -291,6 +291,16 @@ def backfill_command(
     previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         with database(dsn) as conn:
+            run = partial(
+                backfill_module.backfill,
+                conn,
+                batch_size=batch_size,
+                job=job,
+                since=since,
+                sleep=sleep,
+                dry_run=dry_run,
+                should_stop=lambda: stop.raised,
+            )
             if sys.stderr.isatty() and not as_json:
                 with Progress(
                     TextColumn("backfill"),
@@ -301,26 +311,11 @@ def backfill_command(
                     console=stderr,
                 ) as bar:
                     task = bar.add_task("backfill", total=None)
-                    summary = backfill_module.backfill(
-                        conn,
-                        batch_size=batch_size,
-                        job=job,
-                        since=since,
-                        sleep=sleep,
-                        dry_run=dry_run,
-                        should_stop=lambda: stop.raised,
-                        progress=lambda done, total: bar.update(task, completed=done, total=total),
+                    summary = run(
+                        progress=lambda done, total: bar.update(task, completed=done, total=total)
                     )
             else:
-                summary = backfill_module.backfill(
-                    conn,
-                    batch_size=batch_size,
-                    job=job,
-                    since=since,
-                    sleep=sleep,
-                    dry_run=dry_run,
-                    should_stop=lambda: stop.raised,
-                )
+                summary = run()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
