@@ -439,6 +439,11 @@ def grant_command(
     else:
         for statement in statements:
             click.echo(statement + ";")
+        done = "dry run: nothing was run" if dry_run else f"ran the {len(statements)} statements"
+        click.echo(
+            f"{done}; grant {portal_role} or {writer_role} to your application's login role",
+            err=True,
+        )
 
 
 @main.command("demo")
@@ -449,28 +454,49 @@ def grant_command(
     "else DATABASE_URL, else the embedded server). The demo works in its own "
     "database, beaconsql_demo, created afresh each run.",
 )
+@click.option(
+    "--stop",
+    is_flag=True,
+    help="Stop the embedded server (its data directory: BEACONSQL_DATA_DIR, else the default) "
+    "and exit; its data stays for the next demo.",
+)
 @json_option
-def demo_command(dsn: str | None, as_json: bool) -> None:
+def demo_command(dsn: str | None, stop: bool, as_json: bool) -> None:
     """Run the main job end to end on a database of its own and show what the portal sees.
 
     Records history the runner's legacy way, upgrades (mirror + view), records the worked
     example through the writer, shows both jobs, backfills, shows them again and verifies.
+    Without a DSN it runs on the embedded server, which it starts if needed and leaves running
+    for the next command (`beaconsql demo --stop` stops it).
 
     \b
     Example:
         beaconsql demo
+        beaconsql demo --stop
     """
+    from beaconsql import embedded
+
+    if stop:
+        data_dir = db.resolve_embedded_data_dir()
+        stopped = embedded.stop(data_dir)
+        if as_json:
+            print_json({"data_dir": str(data_dir), "stopped": stopped})
+        else:
+            stdout.print(
+                f"embedded PostgreSQL in {data_dir} "
+                + ("stopped" if stopped else "was not running")
+            )
+        return
     server = db.find_dsn(dsn)
     click.get_current_context().meta["beaconsql.dsn"] = server
     if server is None:
-        from beaconsql import embedded
-
         data_dir = db.resolve_embedded_data_dir()
-        stderr.print(f"no database configured: starting the embedded PostgreSQL in {data_dir}")
+        action = "using" if embedded.is_running(data_dir) else "starting"
+        stderr.print(f"no database configured: {action} the embedded PostgreSQL in {data_dir}")
         running = embedded.start(data_dir)
         stderr.print(
-            f"embedded PostgreSQL {running.version} is up (it keeps running; "
-            "`beaconsql demo` reuses it)"
+            f"embedded PostgreSQL {running.version} is up; it keeps running for the next "
+            "command (`beaconsql demo --stop` stops it)"
         )
         server = running.dsn("postgres")
     result = demo_module.run(server, step=lambda text: stderr.print(f"· {text}"))

@@ -16,7 +16,12 @@ import platformdirs
 import psycopg
 from psycopg import conninfo
 
-from beaconsql.errors import ConfigurationError, DatabaseUnavailableError
+from beaconsql.errors import (
+    BeaconsqlError,
+    ConfigurationError,
+    DatabaseUnavailableError,
+    InvalidArgumentError,
+)
 
 DSN_VARIABLES = ("BEACONSQL_DATABASE_URL", "DATABASE_URL")
 DATA_DIR_VARIABLE = "BEACONSQL_DATA_DIR"
@@ -40,15 +45,38 @@ def resolve_dsn(explicit: str | None, environ: Mapping[str, str] | None = None) 
 
 
 def find_dsn(explicit: str | None, environ: Mapping[str, str] | None = None) -> str | None:
-    """Return the configured DSN, or None when nothing is configured."""
+    """Return the configured DSN, or None when nothing is configured.
+
+    Raises :class:`InvalidArgumentError` (exit 2) when *explicit* is not a connection string
+    libpq can read (or its port is not a number), :class:`ConfigurationError` (exit 1) when the
+    environment variable's value is not: before any connection is tried, and without echoing
+    the value (it may hold a password).
+    """
     if explicit:
-        return explicit
+        return _readable(explicit, "--dsn", InvalidArgumentError)
     env = os.environ if environ is None else environ
     for name in DSN_VARIABLES:
         value = env.get(name, "").strip()
         if value:
-            return value
+            return _readable(value, name, ConfigurationError)
     return None
+
+
+def _readable(dsn: str, source: str, error: type[BeaconsqlError]) -> str:
+    problem: str | None
+    try:
+        ports = str(conninfo.conninfo_to_dict(dsn).get("port") or "")
+    except psycopg.Error:
+        problem = "is not a PostgreSQL connection string"
+    else:
+        numeric = all(port.isdigit() for port in ports.split(",") if port)
+        problem = None if numeric else f"has a port that is not a number ({ports!r})"
+    if problem:
+        raise error(
+            f"{source} {problem}. Give a URI, postgresql://user@host:5432/dbname, "
+            "or key=value pairs, host=127.0.0.1 port=5432 dbname=postgres."
+        )
+    return dsn
 
 
 def resolve_embedded_data_dir(environ: Mapping[str, str] | None = None) -> Path:

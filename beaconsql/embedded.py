@@ -84,10 +84,16 @@ def start(data_dir: Path) -> EmbeddedServer:
     )
 
 
+def is_running(data_dir: Path) -> bool:
+    """Whether a server seems to run in *data_dir*: its ``postmaster.pid`` exists (PostgreSQL
+    removes it on a clean shutdown)."""
+    return (Path(data_dir) / "postmaster.pid").exists()
+
+
 def stop(data_dir: Path) -> bool:
     """Stop the embedded server of *data_dir*; return False when none was running."""
     package = _package()
-    if not (Path(data_dir) / "postmaster.pid").exists():
+    if not is_running(data_dir):
         return False
     # Forget this process's handle first (cleanup_mode None: that leaves the server alone), so
     # that a later start() in this process starts the server again instead of returning the

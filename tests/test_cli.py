@@ -351,6 +351,33 @@ def test_password_never_shown_for_unreachable_server(args, how):
     assert "127.0.0.1" in result.stderr  # says which server
 
 
+UNREADABLE_DSNS = {
+    "mysql-url": f"mysql://u:{PASSWORD}@127.0.0.1/db",
+    "port-not-a-number": f"postgresql://u:{PASSWORD}@127.0.0.1:notaport/db",
+    "keyvalue-without-value": f"host=127.0.0.1 password={PASSWORD} dbname",
+}
+
+
+@pytest.mark.parametrize("form", list(UNREADABLE_DSNS))
+@pytest.mark.parametrize("args", DB_COMMANDS + [["demo"]], ids=" ".join)
+def test_unreadable_dsn_is_refused_before_connecting(args, form):
+    """A DSN libpq cannot read: as --dsn, a bad argument (exit 2); in the environment, a bad
+    setting (exit 1) naming the variable. Either way no connection is tried (the message says
+    what a DSN looks like, not "check that the server is running") and the value, which holds
+    a password, is not echoed."""
+    given = cli([*args, "--dsn", UNREADABLE_DSNS[form]])
+    assert given.exit_code == 2, everything(given)
+    assert "FAILED: --dsn " in given.stderr
+    from_env = cli(args, env={"DATABASE_URL": UNREADABLE_DSNS[form]})
+    assert from_env.exit_code == 1, everything(from_env)
+    assert "FAILED: DATABASE_URL " in from_env.stderr
+    for result in (given, from_env):
+        clean_exit(result)
+        assert_no_secret(everything(result))
+        assert "postgresql://user@host:5432/dbname" in result.stderr
+        assert "server is running" not in result.stderr
+
+
 @pytest.mark.parametrize("args", DB_COMMANDS + [["demo"]], ids=" ".join)
 def test_password_never_shown_with_debug(args):
     done = run_process(["--debug", *args, "--dsn", UNREACHABLE])

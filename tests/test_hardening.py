@@ -647,6 +647,20 @@ def test_embedded_start_after_stop_in_one_process_starts_the_server(embedded_dir
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-800:]
 
 
+def test_demo_stop_stops_the_embedded_server_of_its_data_directory(embedded_dir: Path) -> None:
+    """``beaconsql demo --stop`` stops the embedded server of BEACONSQL_DATA_DIR (its data
+    stays) and says so; run again, it says none was running; exit 0 both times."""
+    start_embedded(embedded_dir)
+    first = run_cli(["demo", "--stop", "--json"], BEACONSQL_DATA_DIR=str(embedded_dir))
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout) == {"data_dir": str(embedded_dir), "stopped": True}
+    assert not (embedded_dir / "postmaster.pid").exists()
+    assert (embedded_dir / "PG_VERSION").exists()
+    again = run_cli(["demo", "--stop"], BEACONSQL_DATA_DIR=str(embedded_dir))
+    assert again.returncode == 0, again.stderr
+    assert f"embedded PostgreSQL in {embedded_dir} was not running" in again.stdout
+
+
 def test_backfill_connection_terminated_exits_1_and_a_rerun_completes_exactly(
     db: psycopg.Connection[Any], password_dsn: str
 ) -> None:
@@ -1419,6 +1433,8 @@ AWKWARD_DSNS = {
     "keyvalue-broken": f"host=127.0.0.1 port=1 user=u password={PASSWORD} dbname",
     "sqlalchemy-url": f"postgresql+psycopg://u:{PASSWORD}@127.0.0.1:1/x",
 }
+# The forms libpq cannot read at all: a bad argument, refused before any connection is tried.
+UNREADABLE_DSNS = {"bad-percent", "keyvalue-broken", "sqlalchemy-url"}
 
 
 def no_secret(text: str) -> bool:
@@ -1468,10 +1484,11 @@ def test_alembic_cli_with_awkward_password_dsns_never_prints_them(form: str) -> 
 
 
 @pytest.mark.parametrize("form", list(AWKWARD_DSNS))
-def test_cli_with_awkward_password_dsns_exits_1_without_the_password(form: str) -> None:
+def test_cli_with_awkward_password_dsns_fails_without_the_password(form: str) -> None:
     """Every command that connects (JSON and human output, and ``demo --dsn``), given a DSN
     whose password is spelt awkwardly (percent-encoded, quoted with a space, in the query
-    string, in an unparsable DSN): exit 1, ``FAILED: …``, no traceback, no password."""
+    string, in an unparsable DSN): exit 1 (no server there), or 2 before any connection when
+    libpq cannot read the DSN; ``FAILED: …``, no traceback, no password."""
     from click.testing import CliRunner
 
     from beaconsql.cli import main
@@ -1492,7 +1509,9 @@ def test_cli_with_awkward_password_dsns_exits_1_without_the_password(form: str) 
             env={"BEACONSQL_DATABASE_URL": None, "DATABASE_URL": None},
         )
         output = result.stdout + result.stderr
-        assert result.exit_code == 1, (args, output)
+        assert result.exit_code == (2 if form in UNREADABLE_DSNS else 1), (args, output)
+        if form in UNREADABLE_DSNS:
+            assert "--dsn is not a PostgreSQL connection string" in output, (args, output)
         assert result.exception is None or isinstance(result.exception, SystemExit), args
         assert "Traceback" not in output
         assert result.stderr.splitlines()[-1].startswith("FAILED: "), (args, output)
