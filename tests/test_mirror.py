@@ -32,7 +32,7 @@ from hypothesis import strategies as st
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from beaconsql import seed, writer
+from beaconsql import seed, verify, writer
 
 EXECUTION_STATUSES = {"pending", "running", "completed", "failed", "cancelled"}
 FINISHED_AT = STARTED_AT + timedelta(minutes=1)
@@ -1076,6 +1076,25 @@ def test_executions_mirror_detach_runner_cancel_detaches_and_survives_region_upd
     # Deleting the region result removes its mirrored row only: detached rows are direct rows.
     db.execute("DELETE FROM region_results WHERE id = %s", (rid,))
     assert {r["id"] for r in job_rows(db, job_id)} == cancelled_ids
+
+
+def test_executions_mirror_detach_of_a_row_without_a_job_leaves_its_pair_to_the_mirror(db):
+    """A run whose job row is missing yields rows with job_id NULL, which have no key (SPEC
+    "Words"). The runner's cancel of one detaches it (a direct row now), but a row without a
+    key owns nothing: the region result's pair is mirrored again at once, as a backfill would
+    do, and nothing drifts. (Once: the pair stayed unmirrored until a backfill.)"""
+    run = make_run(db)  # its jobspec_id has no jobs row
+    rr = make_region_result(db, cross_region_execution_id=run["id"])
+    [row] = mirrored(db, rr["id"])
+    assert (row["job_id"], row["model_id"], row["question_id"]) == (None, "llama3.2-1b", "default")
+    db.execute("UPDATE executions SET status = 'cancelled' WHERE id = %s", (row["id"],))
+    detached = fetch(db, "SELECT * FROM executions WHERE id = %s", (row["id"],))[0]
+    assert (detached["mirror_region_result_id"], detached["status"]) == (None, "cancelled")
+    [again] = mirrored(db, rr["id"])
+    assert again["id"] != row["id"]
+    assert pairs(db, rr["id"]) == {("llama3.2-1b", "default"): ("running", None, 1)}
+    report = verify.verify(db)
+    assert report.exit_code == 0, report.to_dict()
 
 
 def test_executions_mirror_detach_retry_update_detaches_and_survives_region_update(db):

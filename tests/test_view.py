@@ -624,6 +624,43 @@ def test_direct_rows_without_job_appear_once_each(db):
     assert {(r["source"], r["job_id"], r["jobspec_id"]) for r in seen} == {("direct", None, None)}
 
 
+def test_logged_row_without_job_kept_after_its_region_result_went_is_shown(db):
+    """A mirrored row without a job (its run's job row is missing) that the transparency log
+    references; its region result is deleted while the triggers are skipped. The mirror keeps
+    such a row (as a direct row, once a backfill detaches it), so the view shows it before the
+    backfill as after. (Once: the view's branch for such rows joined jobs, so it appeared only
+    after the backfill.)"""
+    run = make_run(db)
+    rr = make_region_result(db, cross_region_execution_id=run["id"])
+    [row] = fetch(db, "SELECT * FROM executions WHERE mirror_region_result_id = %s", (rr["id"],))
+    assert row["job_id"] is None
+    db.execute(
+        "INSERT INTO transparency_log (execution_id, job_id, region, provider_id, status) "
+        "VALUES (%s, '', %s, %s, %s)",
+        (row["id"], row["region"], row["provider_id"], row["status"]),
+    )
+    with triggers_disabled(db):
+        db.execute("DELETE FROM region_results WHERE id = %s", (rr["id"],))
+
+    def seen() -> list[dict[str, Any]]:
+        return fetch(
+            db,
+            "SELECT execution_id, source, job_id, status FROM executions_unified "
+            "WHERE execution_id = %s",
+            (row["id"],),
+        )
+
+    before = seen()
+    assert before == [
+        {"execution_id": row["id"], "source": "direct", "job_id": None, "status": "running"}
+    ]
+    db.execute("SELECT * FROM region_results_mirror_apply(%s)", ([rr["id"]],))
+    assert fetch(
+        db, "SELECT mirror_region_result_id FROM executions WHERE id = %s", (row["id"],)
+    ) == [{"mirror_region_result_id": None}]
+    assert seen() == before
+
+
 def test_empty_and_null_question_id_are_one_key(db):
     job = one_pair_job(db)
     naive = at(0).replace(tzinfo=None)

@@ -1,7 +1,8 @@
 -- executions_mirror_claim(): AFTER INSERT/UPDATE/DELETE row trigger on executions for direct
 -- rows (trigger zz_mirror_claim). A direct row owns its key (SPEC "Materialising the rule"):
 -- when one arrives (or a row is detached, or a direct row's key changes) the mirrored rows of
--- that key go; when the last one of a key leaves, the mirror takes the key back. Both go
+-- that key go; when the last one of a key leaves, the mirror takes the key back; a row
+-- detached from a region result without a job leaves that region result's pair to the mirror. Both go
 -- through region_results_mirror_apply, restricted to the key, for the region results of
 -- (job_id, region) as they stand once its per-(job_id, region) lock is held.
 CREATE OR REPLACE FUNCTION public.executions_mirror_claim()
@@ -32,6 +33,13 @@ BEGIN
         PERFORM public.region_results_mirror_apply(
             NULL, ARRAY[jsonb_build_array(OLD.model_id, OLD.question_id)::text], 'keys', false,
             OLD.job_id, OLD.region);
+    END IF;
+    -- A detached row without a job has no key (SPEC "Words": never matched with anything), so
+    -- it owns nothing: its region result's pair is mirrored again, as a backfill would.
+    IF TG_OP = 'UPDATE' AND OLD.mirror_region_result_id IS NOT NULL AND OLD.job_id IS NULL THEN
+        PERFORM public.region_results_mirror_apply(
+            ARRAY[OLD.mirror_region_result_id],
+            ARRAY[jsonb_build_array(OLD.model_id, OLD.question_id)::text], 'keys');
     END IF;
     RETURN NULL;
 END

@@ -66,8 +66,8 @@ FROM (
               -- a mirrored row whose region result was deleted while triggers were skipped and
               -- which the transparency log references: the mirror keeps it, as a direct row
               SELECT d.*, j.jobspec_id
-              FROM public.jobs j
-              JOIN public.executions d ON d.job_id = j.id
+              FROM public.executions d
+              LEFT JOIN public.jobs j ON j.id = d.job_id
               WHERE d.mirror_region_result_id IS NOT NULL
                 AND EXISTS (SELECT 1 FROM public.transparency_log t WHERE t.execution_id = d.id)
                 AND NOT EXISTS (SELECT 1 FROM public.region_results r
