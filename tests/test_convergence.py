@@ -1,11 +1,13 @@
 """Random sequences of what happens to a runner database, and what must hold after each step
 (hypothesis' stateful testing, against a real PostgreSQL).
 
-The steps: jobs created and their specs changed; runs started and deleted; region results
-inserted in the runner's legacy format, in the writer's format or empty; pairs recorded
-through the writer; regions finished with any status; direct executions rows inserted and
-deleted; the runner's cancel of a mirrored row; a transparency-log reference; region results
-written, changed or deleted while the triggers are skipped; the backfill.
+The steps: jobs created, their specs changed, their jobspec_id renamed, or created after their
+run; runs started (with or without a job) and deleted; region results inserted in the
+runner's legacy format, in the writer's format or empty; pairs recorded through the writer;
+regions finished with any status; direct executions rows inserted (also with '' and NULL
+question ids), moved to another key and deleted; the runner's cancel of a mirrored row; a
+transparency-log reference; region results written, changed or deleted while the triggers
+are skipped; the backfill.
 
 After every step (SPEC "Materialising the rule", "The view"): the runner's naive read never
 shows a mirrored row beside a direct one; every region result the state calls mirrored has
@@ -17,7 +19,9 @@ verify exits 0 and a second backfill writes nothing.
 Found this way, and fixed: a mirrored row of a region result without a job, detached by the
 runner's cancel, left its pair unmirrored (the trigger thought the row owned a key it cannot
 have); such a row, kept for the transparency log after its region result was deleted, was
-missing from the view until a backfill.
+missing from the view until a backfill; after a region result was deleted while triggers were
+skipped, deleting its run failed on executions' foreign key, and a direct row arriving for
+one of its keys stood beside its leftover mirrored row.
 """
 
 from __future__ import annotations
@@ -166,13 +170,35 @@ class RunnerDatabase(RuleBasedStateMachine):
         )
 
     @precondition(lambda self: self.jobs)
-    @rule(data=st.data(), region=st.sampled_from(REGIONS), pair=st.sampled_from(PAIRS))
-    def insert_direct_row(self, data: st.DataObject, region: str, pair: tuple[str, str]) -> None:
+    @rule(
+        data=st.data(),
+        region=st.sampled_from(REGIONS),
+        pair=st.sampled_from(PAIRS),
+        question=st.sampled_from(["pair's", "", None]),
+    )
+    def insert_direct_row(
+        self, data: st.DataObject, region: str, pair: tuple[str, str], question: str | None
+    ) -> None:
+        """The runner's own row; '' and NULL question ids: its legacy rows before 007_."""
         job = data.draw(st.sampled_from(self.jobs))
         row = make_direct_execution(
-            self.conn, job_id=job["id"], region=region, model_id=pair[0], question_id=pair[1]
+            self.conn,
+            job_id=job["id"],
+            region=region,
+            model_id=pair[0],
+            question_id=pair[1] if question == "pair's" else question,
         )
         self.direct_rows.append(row["id"])
+
+    @precondition(lambda self: self.direct_rows)
+    @rule(data=st.data(), pair=st.sampled_from(PAIRS))
+    def move_direct_row(self, data: st.DataObject, pair: tuple[str, str]) -> None:
+        """A hand fix of a direct row's key: the key it leaves goes back to the mirror."""
+        row_id = data.draw(st.sampled_from(self.direct_rows))
+        self.conn.execute(
+            "UPDATE executions SET model_id = %s, question_id = %s WHERE id = %s",
+            (pair[0], pair[1], row_id),
+        )
 
     @precondition(lambda self: self.direct_rows)
     @rule(data=st.data())
@@ -217,6 +243,26 @@ class RunnerDatabase(RuleBasedStateMachine):
             "UPDATE jobs SET jobspec_data = %s WHERE id = %s",
             (Jsonb(small_spec(models, questions, jobspec_id=job["jobspec_id"])), job["id"]),
         )
+
+    @precondition(lambda self: self.runs)
+    @rule(data=st.data(), spec=st.sampled_from(sorted(SPECS)))
+    def job_arrives_after_its_run(self, data: st.DataObject, spec: str) -> None:
+        """A run whose jobs row was missing gets one: its region results gain a job."""
+        run = data.draw(st.sampled_from(self.runs))
+        if any(job["jobspec_id"] == run["jobspec_id"] for job in self.jobs):
+            return
+        models, questions = SPECS[spec]
+        data_ = small_spec(models, questions, jobspec_id=run["jobspec_id"])
+        self.jobs.append(make_job(self.conn, jobspec_id=run["jobspec_id"], jobspec_data=data_))
+
+    @precondition(lambda self: self.jobs)
+    @rule(data=st.data())
+    def rename_jobspec_id(self, data: st.DataObject) -> None:
+        """A jobs row's jobspec_id changes: its runs lose their job (theirs keep the old id)."""
+        job = data.draw(st.sampled_from(self.jobs))
+        renamed = unique_jobspec_id("renamed")
+        self.conn.execute("UPDATE jobs SET jobspec_id = %s WHERE id = %s", (renamed, job["id"]))
+        job["jobspec_id"] = renamed
 
     @precondition(lambda self: self.runs)
     @rule(data=st.data())
@@ -276,7 +322,7 @@ class RunnerDatabase(RuleBasedStateMachine):
     @invariant()
     def view_shows_one_row_per_key(self) -> None:
         repeated = self.conn.execute(
-            "SELECT jobspec_id, job_id, region, model_id, question_id, count(*) "
+            "SELECT jobspec_id, job_id, region, model_id, nullif(question_id, ''), count(*) "
             "FROM executions_unified WHERE job_id IS NOT NULL "
             "GROUP BY 1, 2, 3, 4, 5 HAVING count(*) > 1"
         ).fetchall()

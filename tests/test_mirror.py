@@ -1295,6 +1295,47 @@ def test_cross_region_executions_mirror_delete_run_with_transparency_log_referen
     assert anomaly_kinds(db, rid) == ["transparency_log_reference"]
 
 
+def delete_while_triggers_skipped(conn: psycopg.Connection[Any], rid: uuid.UUID) -> None:
+    """Delete a region result the way a restore or a hand fix with triggers off would: its
+    mirrored rows stay behind (it is not mirrored until a backfill)."""
+    conn.execute("ALTER TABLE region_results DISABLE TRIGGER USER")
+    try:
+        conn.execute("DELETE FROM region_results WHERE id = %s", (rid,))
+    finally:
+        conn.execute("ALTER TABLE region_results ENABLE TRIGGER USER")
+
+
+def test_cross_region_executions_mirror_delete_run_after_a_skipped_region_delete(db):
+    """A region result deleted while triggers were skipped leaves its mirrored rows, which
+    reference the run: deleting the run still works, and they go (the logged one is detached
+    and lets go of the run). (Once: the DELETE failed on executions' foreign key.)"""
+    run = seed.record_with_writer(db, seed.jobspec(unique_jobspec_id(), regions=["US"]))
+    rid = run.region_result_ids["US"]
+    logged = mirrored(db, rid)[0]
+    log_execution(db, logged, "whatever")
+    delete_while_triggers_skipped(db, rid)
+    assert len(mirrored(db, rid)) == 9
+    db.execute("DELETE FROM cross_region_executions WHERE id = %s", (run.run_id,))
+    rows = job_rows(db, run.job_id)
+    assert [
+        (r["id"], r["mirror_region_result_id"], r["cross_region_execution_id"]) for r in rows
+    ] == [(logged["id"], None, None)]
+
+
+def test_executions_mirror_claim_removes_a_gone_region_results_row_of_its_key(db):
+    """A region result deleted while triggers were skipped leaves its mirrored rows; a direct
+    row arriving for one of their keys owns it, so the mirrored row of that key goes at once
+    (the runner's naive read never shows both), and with it the rest of the gone region
+    result's rows, as a backfill would remove them. (Once: it stayed until a backfill.)"""
+    spec = small_spec(models=("m1",), questions=("q1", "q2"))
+    job_id, _, rid = writer_region(db, spec)
+    delete_while_triggers_skipped(db, rid)
+    direct = make_direct_execution(db, job_id=job_id, model_id="m1", question_id="q1")
+    assert_one_row_per_key(db, job_id)
+    assert [(r["model_id"], r["question_id"]) for r in mirrored(db, rid)] == []
+    assert direct["id"] in {r["id"] for r in job_rows(db, job_id)}
+
+
 # --------------------------------------------------------------------------------------------
 # A jobs row arriving late, a spec changing
 # --------------------------------------------------------------------------------------------

@@ -1,9 +1,10 @@
 -- cross_region_executions_mirror(): BEFORE DELETE row trigger on cross_region_executions
 -- (trigger zz_mirror). Deleting a run cascades to its region results; their mirrored rows
 -- reference the run through executions.cross_region_execution_id (no ON DELETE), so the
--- region results are deleted first, letting their own mirror trigger remove those rows, and
--- rows the transparency log kept (detached) let go of the run. The DELETE keeps working
--- (SPEC "Follows its inputs").
+-- region results are deleted first, letting their own mirror trigger remove those rows (and
+-- the rows of region results deleted while triggers were skipped go too), and rows the
+-- transparency log kept (detached) let go of the run. The DELETE keeps working (SPEC "Follows
+-- its inputs").
 CREATE OR REPLACE FUNCTION public.cross_region_executions_mirror()
 RETURNS trigger
 LANGUAGE plpgsql
@@ -17,6 +18,10 @@ SET enable_seqscan = off
 AS $$
 BEGIN
     DELETE FROM public.region_results WHERE cross_region_execution_id = OLD.id;
+    -- Mirrored rows of the run's region results deleted earlier while triggers were skipped.
+    PERFORM public.region_results_mirror_apply(ARRAY(
+        SELECT DISTINCT e.mirror_region_result_id FROM public.executions e
+        WHERE e.cross_region_execution_id = OLD.id AND e.mirror_region_result_id IS NOT NULL));
     UPDATE public.executions
     SET cross_region_execution_id = NULL
     WHERE cross_region_execution_id = OLD.id

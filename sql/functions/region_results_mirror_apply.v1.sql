@@ -7,8 +7,9 @@
 -- instead of deleting a row the transparency log references, records the mirror state and new
 -- anomalies. dry_run computes the same counts and writes nothing. With claim_job and
 -- claim_region (a direct row of that job and region arrived or left), the region results of
--- (claim_job, claim_region) are listed once the lock is held, so that one inserted
--- concurrently is either listed or mirrored after this transaction, seeing the direct row.
+-- (claim_job, claim_region), and those the key's mirrored rows are linked to, are listed once
+-- the lock is held, so that one inserted concurrently is either listed or mirrored after this
+-- transaction, seeing the direct row.
 --
 -- Deadlocks: a runner UPDATE of executions (its cancel, its retry) locks rows in its own order
 -- before its trigger asks for the advisory lock. Called from a trigger, this function never
@@ -56,7 +57,15 @@ BEGIN
                 PERFORM pg_advisory_xact_lock(
                     public.executions_mirror_lock_key(claim_job, claim_region, NULL));
                 ids := ARRAY(SELECT i.region_result_id FROM public.region_results_mirror_inputs i
-                             WHERE i.job_id = claim_job AND i.region = claim_region);
+                             WHERE i.job_id = claim_job AND i.region = claim_region
+                             UNION
+                             -- and those of the key's mirrored rows, whose region result may
+                             -- be gone (deleted while triggers were skipped)
+                             SELECT e.mirror_region_result_id FROM public.executions e
+                             WHERE e.job_id = claim_job AND e.region = claim_region
+                               AND e.mirror_region_result_id IS NOT NULL
+                               AND jsonb_build_array(e.model_id, e.question_id)::text
+                                   = ANY (only_pairs));
             END IF;
             -- One lock per (job_id, region), in key order; a region result without a job
             -- locks its own id.
