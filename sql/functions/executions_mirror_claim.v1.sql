@@ -1,10 +1,10 @@
 -- executions_mirror_claim(): AFTER INSERT/UPDATE/DELETE row trigger on executions for direct
 -- rows (trigger zz_mirror_claim). A direct row owns its key (SPEC "Materialising the rule"):
 -- when one arrives (or a row is detached, or a direct row's key changes) the mirrored rows of
--- that key go; when the last one of a key leaves, the mirror takes the key back; a row
--- detached from a region result without a job leaves that region result's pair to the mirror. Both go
+-- that key go; when the last one of a key leaves, the mirror takes the key back. Both go
 -- through region_results_mirror_apply, restricted to the key, for the region results of
--- (job_id, region) as they stand once its per-(job_id, region) lock is held.
+-- (job_id, region) as they stand once its per-(job_id, region) lock is held. A row detached
+-- from a region result without a job owns no key: that region result's pair is mirrored again.
 CREATE OR REPLACE FUNCTION public.executions_mirror_claim()
 RETURNS trigger
 LANGUAGE plpgsql
