@@ -17,6 +17,15 @@ SET plan_cache_mode = force_generic_plan
 SET enable_seqscan = off
 AS $$
 BEGIN
+    -- The (job_id, region) locks of all its region results first, in key order (the order
+    -- region_results_mirror_apply takes them): deleting them one by one would take them in
+    -- row order, against a job's re-mirror (its spec updated) taking them in key order.
+    PERFORM pg_advisory_xact_lock(k.key)
+    FROM (SELECT DISTINCT public.executions_mirror_lock_key(i.job_id, i.region, i.region_result_id)
+                 AS key
+          FROM public.region_results_mirror_inputs i
+          WHERE i.cross_region_execution_id = OLD.id
+          ORDER BY 1) k;
     DELETE FROM public.region_results WHERE cross_region_execution_id = OLD.id;
     -- Mirrored rows of the run's region results deleted earlier while triggers were skipped.
     PERFORM public.region_results_mirror_apply(ARRAY(

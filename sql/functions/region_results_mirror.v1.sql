@@ -38,6 +38,17 @@ BEGIN
             RETURN NULL;
         END IF;
     END IF;
+    IF TG_OP = 'DELETE' THEN
+        -- The (job_id, region) lock, even when no row of its own is left to find it by (every
+        -- pair owned by direct rows): a mirror write that listed this region result before the
+        -- delete commits then finishes first, and what it wrote is removed here, instead of
+        -- landing after the delete (a row whose run is gone, a state of nothing).
+        PERFORM pg_advisory_xact_lock(public.executions_mirror_lock_key(
+            (SELECT j.id FROM public.cross_region_executions x
+             JOIN public.jobs j ON j.jobspec_id = x.jobspec_id
+             WHERE x.id = OLD.cross_region_execution_id),
+            OLD.region, OLD.id));
+    END IF;
     IF TG_OP <> 'INSERT' THEN
         PERFORM public.region_results_mirror_apply(ARRAY[OLD.id]);
     END IF;

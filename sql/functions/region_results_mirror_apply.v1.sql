@@ -12,11 +12,12 @@
 -- transaction, seeing the direct row.
 --
 -- Deadlocks: a runner UPDATE of executions (its cancel, its retry) locks rows in its own order
--- before its trigger asks for the advisory lock. Called from a trigger, this function never
--- waits for a row while holding the advisory lock: it writes under a 1 ms lock_timeout, and
+-- before its trigger asks for the advisory lock. Called from a trigger, this function does not
+-- wait for a row while holding the advisory lock: it writes under a 1 ms lock_timeout, and
 -- when a row is taken it rolls its attempt back (releasing the lock), pauses, and tries again
--- (executions_mirror_lock_pause honours the session's own lock_timeout). The backfill (no
--- trigger) runs under its own short lock_timeout and retries whole batches.
+-- (executions_mirror_lock_pause honours the session's own lock_timeout); after
+-- deadlock_timeout it waits plainly (see below). The backfill (no trigger) runs under its own
+-- short lock_timeout and retries whole batches.
 -- Called by the trigger functions and by `beaconsql backfill`.
 CREATE OR REPLACE FUNCTION public.region_results_mirror_apply(
     region_result_ids uuid[],
@@ -164,6 +165,15 @@ BEGIN
             END IF;
             -- The attempt, its advisory locks and its writes are rolled back: wait without them.
             PERFORM public.executions_mirror_lock_pause(waiting_since, attempt);
+            -- Still refused after deadlock_timeout: whoever holds the rows may be waiting for a
+            -- lock this transaction took before this call (an earlier row of the same
+            -- statement: a run's other region result, the runner's cancel across regions),
+            -- which no rollback here releases. Wait plainly from now on, so that PostgreSQL's
+            -- deadlock detector sees such a cycle (and aborts one side) instead of both
+            -- waiting forever.
+            IF clock_timestamp() - waiting_since > current_setting('deadlock_timeout')::interval THEN
+                optimistic := false;
+            END IF;
         END;
     END LOOP;
 
