@@ -35,6 +35,7 @@ import pytest
 from click.testing import CliRunner
 from conftest import dsn_of
 from factories import (
+    element,
     make_direct_execution,
     make_job,
     make_region_result,
@@ -610,22 +611,6 @@ def small_spec(
     return spec
 
 
-def el(model_id: Any, question_id: Any, status: Any = "completed", **fields: Any) -> dict[str, Any]:
-    """A per-pair element (the writer's format); fields override."""
-    out: dict[str, Any] = {
-        "model_id": model_id,
-        "question_id": question_id,
-        "status": status,
-        "started_at": "2025-10-12T17:00:00Z",
-        "completed_at": "2025-10-12T17:00:03Z",
-        "output": {"response": f"answer {model_id}/{question_id}"},
-        "receipt": {"id": f"receipt-{model_id}-{question_id}"},
-        "error": None,
-    }
-    out.update(fields)
-    return out
-
-
 def legacy_output(model: str = "llama3.2-1b", text: str = "An answer.") -> dict[str, Any]:
     return {
         "data": {
@@ -770,8 +755,8 @@ def write_history(conn: psycopg.Connection[Any]) -> History:
             error_message="",
             execution_output={
                 "executions": [
-                    el("m-a", "q1"),
-                    el(
+                    element("m-a", "q1"),
+                    element(
                         "m-a",
                         "q2",
                         "failed",
@@ -781,22 +766,25 @@ def write_history(conn: psycopg.Connection[Any]) -> History:
                         started_at="2025-10-12T19:00:00+02:00",
                         completed_at="2025-10-12T19:00:09+02:00",
                     ),
-                    el("m-b", "q1"),
-                    el("m-b", "q1", "Failed", output=None, error="second try failed"),  # last wins
+                    element("m-b", "q1"),
+                    # last wins
+                    element("m-b", "q1", "Failed", output=None, error="second try failed"),
                     {"model_id": "m-b", "status": "completed"},  # no question_id: skipped
-                    el("m-x", "q9"),  # outside models x questions: still mirrored
-                    el("m-c", "q1", "pending", completed_at=None, output=None, receipt=None),
-                    el("m-c", "q2", "exploded"),  # unknown, with completed_at: failed
-                    el(
+                    element("m-x", "q9"),  # outside models x questions: still mirrored
+                    element("m-c", "q1", "pending", completed_at=None, output=None, receipt=None),
+                    element("m-c", "q2", "exploded"),  # unknown, with completed_at: failed
+                    element(
                         "m-b",
                         "q2",
                         started_at="2025-10-12T18:00:00",
                         completed_at="2025-10-12 18:00:04.5",
                     ),  # no zone: UTC
-                    el("m-y", "q1", started_at="not a time", completed_at="2025-02-30T00:00:00Z"),
-                    el("m" * 51, "q1"),  # over-long model_id: not mirrored
+                    element(
+                        "m-y", "q1", started_at="not a time", completed_at="2025-02-30T00:00:00Z"
+                    ),
+                    element("m" * 51, "q1"),  # over-long model_id: not mirrored
                     42,
-                    el("", "q1"),
+                    element("", "q1"),
                 ]
             },
         )
@@ -810,7 +798,7 @@ def write_history(conn: psycopg.Connection[Any]) -> History:
             status="cancelled",
             completed_at=finished,
             error_message="",
-            execution_output={"executions": [el("m-a", "q1", "running", completed_at=None)]},
+            execution_output={"executions": [element("m-a", "q1", "running", completed_at=None)]},
         )
         rr["cancelled"] = r["id"]
         # An unfinished region: an element of unknown status and no completed_at, one done.
@@ -822,8 +810,8 @@ def write_history(conn: psycopg.Connection[Any]) -> History:
             provider_id="modal-asia-pacific",
             execution_output={
                 "executions": [
-                    el("m-a", "q1", "weird", completed_at=None),
-                    el("m-b", "q2", completed_at=None),
+                    element("m-a", "q1", "weird", completed_at=None),
+                    element("m-b", "q2", completed_at=None),
                 ]
             },
         )
@@ -903,21 +891,21 @@ def write_history(conn: psycopg.Connection[Any]) -> History:
             "element_times": {
                 "execution_output": {
                     "executions": [
-                        el(
+                        element(
                             "m-only",
                             "q1",
                             None,
                             started_at="2025-10-12T17:00:00.123456Z",
                             completed_at="2025-10-12T22:30:01+05:30",
                         ),
-                        el(
+                        element(
                             "m-only",
                             "q2",
                             "DONE",
                             started_at="2025-10-12T17:00Z",
                             completed_at="2025-10-13",
                         ),
-                        el(
+                        element(
                             "m-only",
                             "q3",
                             "Canceled",

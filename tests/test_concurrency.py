@@ -27,6 +27,7 @@ from factories import make_direct_execution
 from psycopg import errors
 from psycopg.types.json import Jsonb
 from test_backfill import T0, assert_matches_oracle, small_spec
+from test_mirror import wait_blocked_or_done
 
 from beaconsql import verify, writer
 
@@ -51,19 +52,6 @@ class Background(threading.Thread):
             self.statement(self.conn)
         except psycopg.Error as exc:
             self.error = exc
-
-
-def wait_until_waiting(observer: psycopg.Connection[Any], pid: int) -> None:
-    """Until backend *pid* waits for a lock (or sleeps in the mirror's retry pause)."""
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        row = observer.execute(
-            "SELECT wait_event_type, wait_event FROM pg_stat_activity WHERE pid = %s", (pid,)
-        ).fetchone()
-        if row and (row[0] == "Lock" or row[1] == "PgSleep"):
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"backend {pid} never waited")
 
 
 def lock_key(conn: psycopg.Connection[Any], job_id: int, region: str) -> int:
@@ -114,11 +102,13 @@ def test_two_runner_cancels_of_one_job_never_wait_forever(db, dsn, connect):
     holder.execute("SELECT 1 FROM executions WHERE id = %s FOR UPDATE", (m3,))
     a = Background(dsn, lambda conn: conn.execute(CANCEL, (job,)))
     a.start()
-    wait_until_waiting(observer, a.pid)
+    wait_blocked_or_done(observer, a.pid, a)
+    assert a.is_alive()  # A retries for M3, which the holder keeps
     writer.start_region(db, run, "US", provider_id="p", started_at=T0)  # M2
     b = Background(dsn, lambda conn: conn.execute(CANCEL, (job,)))
     b.start()
-    wait_until_waiting(observer, b.pid)
+    wait_blocked_or_done(observer, b.pid, b)
+    assert b.is_alive()  # B waits for M1, which A holds
     time.sleep(0.2)
     holder.commit()
     a.join(10)
@@ -198,7 +188,7 @@ def test_region_result_delete_takes_its_region_lock_without_rows_of_its_own(db, 
         dsn, lambda conn: conn.execute("DELETE FROM region_results WHERE id = %s", (rid,))
     )
     delete.start()
-    wait_until_waiting(connect(), delete.pid)
+    wait_blocked_or_done(connect(), delete.pid, delete)
     assert delete.is_alive()
     holder.commit()
     delete.join(10)

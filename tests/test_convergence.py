@@ -33,6 +33,7 @@ from typing import Any
 
 import psycopg
 from factories import (
+    element,
     make_direct_execution,
     make_job,
     make_region_result,
@@ -53,7 +54,6 @@ from test_backfill import (
     T0,
     assert_matches_oracle,
     assert_one_mirrored_row_per_key,
-    el,
     legacy_output,
     new_york,
     not_mirrored,
@@ -134,7 +134,7 @@ class RunnerDatabase(RuleBasedStateMachine):
         elif shape == "elements":
             pairs = data.draw(st.lists(st.sampled_from(PAIRS), max_size=4))
             status = data.draw(st.sampled_from(["completed", "failed", "running", "weird"]))
-            values["execution_output"] = {"executions": [el(m, q, status) for m, q in pairs]}
+            values["execution_output"] = {"executions": [element(m, q, status) for m, q in pairs]}
         self.region_results.append(make_region_result(self.conn, **values)["id"])
 
     @precondition(lambda self: self.region_results)
@@ -297,7 +297,7 @@ class RunnerDatabase(RuleBasedStateMachine):
                     "UPDATE region_results SET execution_output = jsonb_build_object("
                     "'executions', coalesce(execution_output -> 'executions', '[]') || %s) "
                     "WHERE id = %s",
-                    (Jsonb([el(*pair)]), rid),
+                    (Jsonb([element(*pair)]), rid),
                 )
             else:
                 self.conn.execute("DELETE FROM region_results WHERE id = %s", (rid,))

@@ -53,7 +53,9 @@ from hypothesis import strategies as st
 from psycopg import sql
 from psycopg.types.json import Jsonb
 from test_backfill import (
+    VOCAB,
     assert_matches_oracle,
+    wait_for_batches,
     wait_lock_released,
     write_bulk_legacy,
     write_history,
@@ -101,6 +103,13 @@ def run_cli(
         text=True,
         timeout=timeout,
         check=False,
+    )
+
+
+def run_alembic(args: list[str]) -> subprocess.CompletedProcess[str]:
+    """Run ``alembic ARGS`` from the repository (its alembic.ini) as a process; text out."""
+    return subprocess.run(
+        [*ALEMBIC, *args], cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=120
     )
 
 
@@ -218,27 +227,6 @@ def last_run(conn: psycopg.Connection[Any]) -> dict[str, Any]:
         ).fetchone()
     assert row is not None
     return row
-
-
-def wait_for_batches(
-    connect: Callable[[], psycopg.Connection[Any]],
-    proc: subprocess.Popen[str],
-    n: int,
-    limit: float = 60.0,
-) -> int:
-    """Poll region_results_backfill_runs (a connection per poll) until the running run saved
-    *n* batches."""
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, f"backfill ended early: {proc.communicate()}"
-        with connect() as conn:
-            row = conn.execute(
-                "SELECT max(batches) FROM region_results_backfill_runs WHERE status = 'running'"
-            ).fetchone()
-        if row and row[0] is not None and row[0] >= n:
-            return int(row[0])
-        time.sleep(0.02)
-    raise AssertionError(f"the backfill did not reach {n} batches within {limit}s")
 
 
 def backfill_backend(conn: psycopg.Connection[Any]) -> tuple[int, str]:
@@ -605,7 +593,8 @@ def test_embedded_server_restart_during_a_backfill_exits_1_and_a_rerun_completes
 
     proc = start_cli(["backfill", "--dsn", dsn, "--batch-size", "5", "--sleep", "0.2"])
     try:
-        wait_for_batches(connect, proc, 3)
+        with connect() as conn:
+            wait_for_batches(conn, proc, 3)
         assert embedded.stop(embedded_dir)
         out, err = proc.communicate(timeout=60)
     finally:
@@ -726,7 +715,7 @@ def test_backfill_connection_terminated_exits_1_and_a_rerun_completes_exactly(
         ["backfill", "--batch-size", "5", "--sleep", "0.2"], BEACONSQL_DATABASE_URL=password_dsn
     )
     try:
-        wait_for_batches(lambda: psycopg.connect(dsn_of(db), autocommit=True), proc, 3)
+        wait_for_batches(db, proc, 3)
         pid, query = backfill_backend(db)
         assert scalar(db, "SELECT pg_terminate_backend(%s)", (pid,)) is True
         out, err = proc.communicate(timeout=60)
@@ -970,23 +959,7 @@ MODEL_POOL = ["m1", "m2", "ジョブ-🚀", "m" * 50, "🚀" * 50]
 QUESTION_POOL = ["q1", "q2", "q" * 255, "é" * 255, "what's up? %s :name $1"]
 TOO_LONG = ["m" * 51, "🚀" * 51, "x" * 10240, "q" * 256]
 CONTROL = "".join(chr(c) for c in range(1, 32)) + "\x7f\x85\u2028\u2029\u202e\ufeff"
-STATUS_WORDS = [
-    "success",
-    "completed",
-    "succeeded",
-    "done",
-    "finished",
-    "failed",
-    "error",
-    "timeout",
-    "running",
-    "processing",
-    "retrying",
-    "queued",
-    "pending",
-    "cancelled",
-    "canceled",
-]
+STATUS_WORDS = list(VOCAB)  # every word the SPEC maps
 # Any character PostgreSQL can hold in text and jsonb (no NUL, no lone surrogate).
 chars = st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00")
 short_text = st.text(chars, max_size=12)
@@ -1502,15 +1475,7 @@ def test_alembic_cli_with_a_password_in_x_dsn_never_prints_it(command: list[str]
     """``alembic -x dsn=postgresql://u:S3cret@127.0.0.1:1/x upgrade head`` (and current,
     downgrade), run from the repository with its alembic.ini: it fails (no server), and the
     password is nowhere in its output (messages, log lines, the traceback alembic prints)."""
-    done = subprocess.run(
-        [*ALEMBIC, "-x", f"dsn={AWKWARD_DSNS['url']}", *command],
-        cwd=REPO,
-        env=cli_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = run_alembic(["-x", f"dsn={AWKWARD_DSNS['url']}", *command])
     output = done.stdout + done.stderr
     assert done.returncode != 0, output
     assert no_secret(output), output[-2000:]
@@ -1520,15 +1485,7 @@ def test_alembic_cli_with_a_password_in_x_dsn_never_prints_it(command: list[str]
 @pytest.mark.parametrize("form", [f for f in AWKWARD_DSNS if f != "url"])
 def test_alembic_cli_with_awkward_password_dsns_never_prints_them(form: str) -> None:
     """The same with percent-encoded, quoted, malformed and query-string passwords."""
-    done = subprocess.run(
-        [*ALEMBIC, "-x", f"dsn={AWKWARD_DSNS[form]}", "upgrade", "head"],
-        cwd=REPO,
-        env=cli_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = run_alembic(["-x", f"dsn={AWKWARD_DSNS[form]}", "upgrade", "head"])
     output = done.stdout + done.stderr
     assert done.returncode != 0, output
     assert no_secret(output), output[-2000:]

@@ -31,6 +31,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
+from test_backfill import VOCAB
 
 from beaconsql import seed, verify, writer
 
@@ -1958,23 +1959,7 @@ def test_region_results_mirror_columns_it_does_not_own_keep_defaults(db):
 
 MODEL_POOL = ["m1", "m2", "m3"]
 QUESTION_POOL = ["q1", "q2"]
-KNOWN_WORDS = [
-    "success",
-    "completed",
-    "succeeded",
-    "done",
-    "finished",
-    "failed",
-    "error",
-    "timeout",
-    "running",
-    "processing",
-    "retrying",
-    "queued",
-    "pending",
-    "cancelled",
-    "canceled",
-]
+KNOWN_WORDS = list(VOCAB)  # every word the SPEC maps
 
 
 @st.composite

@@ -19,14 +19,13 @@ from datetime import timedelta
 from typing import Any
 
 import psycopg
-from factories import make_direct_execution, make_job, make_region_result, make_run
+from factories import element, make_direct_execution, make_job, make_region_result, make_run
 from psycopg.types.json import Jsonb
 from test_backfill import (
     T0,
     assert_matches_oracle,
     assert_one_mirrored_row_per_key,
     cli,
-    el,
     fetch,
     mirrored_count,
     new_york,
@@ -240,7 +239,7 @@ def test_drift_is_named_and_backfill_repairs_it(db: Any, dsn: str) -> None:
         status="success",
         completed_at=T0 + timedelta(minutes=1),
         error_message="",
-        execution_output={"executions": [el("m2", "q1")]},
+        execution_output={"executions": [element("m2", "q1")]},
     )["id"]
     assert run_verify(dsn).exit_code == 0
 
