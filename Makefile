@@ -6,10 +6,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo test lint bench clean
+.PHONY: help setup demo test test-all lint bench clean
 
 help: ## List the targets
-	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-6s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,8 +27,14 @@ lint: $(STAMP) ## ruff and mypy
 	$(BIN)/ruff format --check beaconsql migrations tests bench
 	$(BIN)/mypy
 
-test: lint ## Lint, then the tests (BEACONSQL_TEST_DSN, else the embedded server)
-	$(BIN)/pytest -q
+# Two workers (pytest-xdist): one per core of the machine this is tuned for.
+PYTEST := $(BIN)/pytest -q -n 2
+
+test: lint ## Lint, then the tests but the slow ones (BEACONSQL_TEST_DSN, else the embedded server)
+	$(PYTEST) -m "not slow"
+
+test-all: lint ## Lint, then every test, the slow stress and load runs included
+	$(PYTEST)
 
 bench: $(STAMP) ## The benchmarks: ratios against baselines, written to bench/results.json
 	$(BIN)/python -m bench

@@ -15,6 +15,7 @@ testcontainers PostgreSQL where a Docker engine answers. ``BEACONSQL_TEST_BACKEN
 
 from __future__ import annotations
 
+import fcntl
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -69,9 +70,14 @@ def pg_backend() -> Iterator[dict[str, Any]]:
         from beaconsql import db, embedded
         from beaconsql.errors import EmbeddedServerError
 
+        data_dir = db.resolve_embedded_data_dir()
         try:
-            server = embedded.start(db.resolve_embedded_data_dir())
-        except EmbeddedServerError as exc:
+            # pytest-xdist workers start together: one initdb/start at a time.
+            data_dir.parent.mkdir(parents=True, exist_ok=True)
+            with open(data_dir.parent / f".{data_dir.name}.start-lock", "w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                server = embedded.start(data_dir)
+        except (EmbeddedServerError, OSError) as exc:
             if forced == "embedded":
                 pytest.exit(f"embedded server unavailable: {exc}", returncode=2)
         else:

@@ -1907,6 +1907,7 @@ def test_backfill_never_changes_the_view_for_a_logged_row_of_a_deleted_region_re
 # ============================================================================================
 
 
+@pytest.mark.slow
 def test_scale_20k_legacy_region_results_in_bounded_batches(db: Any, dsn: str) -> None:
     """20k legacy region results (3 models x 3 questions each) backfill into 180k rows, each
     batch transaction changing at most batch_size x 9 rows (the summary says so, and so do the

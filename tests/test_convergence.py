@@ -32,6 +32,7 @@ from datetime import timedelta
 from typing import Any
 
 import psycopg
+import pytest
 from factories import (
     element,
     make_direct_execution,
@@ -363,6 +364,7 @@ class RunnerDatabase(RuleBasedStateMachine):
             assert again.changed == 0, again.to_dict()
 
 
+@pytest.mark.slow
 def test_random_histories_converge(db: psycopg.Connection[Any], dsn: str) -> None:
     RunnerDatabase.conn = db
     RunnerDatabase.dsn = dsn

@@ -1563,6 +1563,7 @@ def test_debug_logging_on_a_reachable_server_never_shows_the_password(
 STATEMENTS_PER_RUN = 1 + 1 + 2 * (1 + 9 + 1) + 2  # job, run, 2 x (region, 9 pairs, finish), end
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "concurrent", [False, True], ids=["writers-only", "with-backfill-and-verify"]
 )
