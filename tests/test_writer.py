@@ -21,7 +21,6 @@ def executions_rows(conn: psycopg.Connection[Any], jobspec_id: str) -> list[dict
         ).fetchall()
 
 
-@pytest.mark.smoke
 @pytest.mark.parametrize("timezone", ["America/New_York", "Asia/Tokyo"])
 def test_record_with_writer_worked_example_mirrors_18_distinct_rows(db, timezone):
     db.execute(f"SET TimeZone = '{timezone}'")
