@@ -49,12 +49,29 @@ NIL_UUID = uuid.UUID(int=0)
 DEFAULT_BATCH_SIZE = 500
 STATEMENT_TIMEOUT = "60s"
 MAX_ATTEMPTS = 6
+
+
+class _BatchBusy(Exception):
+    """A batch found rows another transaction holds (the apply deferred them): roll it back
+    and retry it, as after a lock timeout."""
+
+
 RETRYABLE = (
     psycopg.errors.DeadlockDetected,
     psycopg.errors.SerializationFailure,
     psycopg.errors.LockNotAvailable,
+    _BatchBusy,
 )
-COUNTS = ("inserted", "updated", "deleted", "detached", "left_to_direct", "anomalies", "states")
+COUNTS = (
+    "inserted",
+    "updated",
+    "deleted",
+    "detached",
+    "left_to_direct",
+    "anomalies",
+    "states",
+    "deferred",
+)
 # Tables a backfill fills, analyzed again whenever its writes to them since their last ANALYZE
 # (rows) exceed both this and their size then: see _Run._keep_statistics.
 ANALYZE_AFTER_ROWS = 1_000
@@ -88,6 +105,7 @@ class Summary:
     left_to_direct: int = 0
     anomalies: int = 0
     states: int = 0
+    deferred: int = 0
     max_batch_rows: int = 0
     elapsed_seconds: float = 0.0
     scope: dict[str, Any] = field(default_factory=dict)
@@ -329,7 +347,7 @@ class _Run:
         while True:
             attempt += 1
             try:
-                return self._batch_once(query)
+                return self._batch_once(query, last_attempt=attempt >= MAX_ATTEMPTS)
             except RETRYABLE as exc:
                 if attempt >= MAX_ATTEMPTS:
                     raise
@@ -348,7 +366,7 @@ class _Run:
                 self.batch_size = max(1, self.batch_size // 2)
                 logger.warning("statement timeout: batch size lowered to %d", self.batch_size)
 
-    def _batch_once(self, query: str) -> int:
+    def _batch_once(self, query: str, *, last_attempt: bool = False) -> int:
         q = _queries()
         with self.conn.transaction():
             self.conn.execute(f"SET LOCAL lock_timeout = '{self.lock_timeout}'")
@@ -370,6 +388,8 @@ class _Run:
             row = self.conn.execute(q["apply"], {"ids": ids, "dry_run": self.dry_run}).fetchone()
             assert row is not None
             counts = dict(zip(COUNTS, (int(v) for v in row), strict=True))
+            if counts["deferred"] and not last_attempt:
+                raise _BatchBusy  # rolls the batch back
             batch_rows = (
                 counts["inserted"] + counts["updated"] + counts["deleted"] + counts["detached"]
             )

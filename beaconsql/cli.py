@@ -415,10 +415,20 @@ def progress_command(dsn: str, jobspec_id: str, as_json: bool) -> None:
 @dsn_option
 @click.option("--portal-role", default=roles.PORTAL_ROLE, show_default=True)
 @click.option("--writer-role", default=roles.WRITER_ROLE, show_default=True)
+@click.option(
+    "--revoke-public-create",
+    is_flag=True,
+    help="Also revoke PUBLIC's CREATE on schema public (PostgreSQL's default before 15).",
+)
 @click.option("--dry-run", is_flag=True, help="Print the statements; run nothing.")
 @json_option
 def grant_command(
-    dsn: str, portal_role: str, writer_role: str, dry_run: bool, as_json: bool
+    dsn: str,
+    portal_role: str,
+    writer_role: str,
+    revoke_public_create: bool,
+    dry_run: bool,
+    as_json: bool,
 ) -> None:
     """Create the portal and writer roles if absent and grant them in this database.
 
@@ -432,7 +442,19 @@ def grant_command(
     """
     with database(dsn) as conn:
         statements = roles.grant(
-            conn, portal_role=portal_role, writer_role=writer_role, dry_run=dry_run
+            conn,
+            portal_role=portal_role,
+            writer_role=writer_role,
+            revoke_public_create=revoke_public_create,
+            dry_run=dry_run,
+        )
+        public_create = roles.public_may_create(conn)
+    if public_create:
+        click.echo(
+            "WARNING: PUBLIC may create objects in schema public here: any role can plant a "
+            "function there. Rerun with --revoke-public-create (or REVOKE CREATE ON SCHEMA "
+            "public FROM PUBLIC) unless an application needs it.",
+            err=True,
         )
     if as_json:
         print_json({"dry_run": dry_run, "statements": statements})

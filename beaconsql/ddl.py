@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import logging
 import re
+import tomllib
+from dataclasses import dataclass
 from typing import Any, cast
 
 import psycopg
@@ -66,6 +68,53 @@ def run_sql_file(relative_path: str) -> None:
     """Execute ``sql/<relative_path>`` as it is (see :func:`execute_sql`)."""
     logger.info("running sql/%s", relative_path)
     execute_sql(read_sql(relative_path), label=f"sql/{relative_path}")
+
+
+@dataclass(frozen=True)
+class ManifestFile:
+    """One file of a manifest: its path under ``sql/`` and how a downgrade undoes it."""
+
+    path: str
+    drop: tuple[str, ...] = ()
+    down: str | None = None
+    concurrently: bool = False
+
+
+def read_manifest(relative_path: str) -> list[ManifestFile]:
+    """Return the files of the manifest ``sql/<relative_path>`` (TOML, ``[[file]]`` tables), in
+    load order; paths are made relative to ``sql/``."""
+    folder = relative_path.rsplit("/", 1)[0] + "/" if "/" in relative_path else ""
+    entries = tomllib.loads(read_sql(relative_path))["file"]
+    return [
+        ManifestFile(
+            path=folder + entry["path"],
+            drop=tuple(entry.get("drop", ())),
+            down=folder + entry["down"] if "down" in entry else None,
+            concurrently=bool(entry.get("concurrently", False)),
+        )
+        for entry in entries
+    ]
+
+
+def apply_manifest(relative_path: str) -> None:
+    """Run every file of the manifest, in order (CONCURRENTLY files outside any transaction)."""
+    for entry in read_manifest(relative_path):
+        if entry.concurrently:
+            create_indexes_concurrently(entry.path)
+        else:
+            run_sql_file(entry.path)
+
+
+def undo_manifest(relative_path: str) -> None:
+    """Undo every file of the manifest, in reverse order: its ``down`` file, else a ``DROP …
+    IF EXISTS`` of each object it names (never CASCADE: a dependent object of someone else's
+    stops the downgrade, named by PostgreSQL)."""
+    for entry in reversed(read_manifest(relative_path)):
+        if entry.down:
+            run_sql_file(entry.down)
+        for obj in entry.drop:
+            kind, _, rest = obj.partition(" ")
+            execute_sql(f"DROP {kind} IF EXISTS {rest};")
 
 
 def index_statements(relative_path: str) -> list[tuple[str, str]]:

@@ -3,9 +3,14 @@
 - the portal role (default ``beacon_portal``) may SELECT ``executions_unified`` and ``jobs``,
   nothing else: the view reads the runner's tables with its owner's rights, and the functions
   it calls read no table;
-- the writer role (default ``beacon_writer``) may read and write the runner's tables (and the
-  mirror's own, which its triggers write as the writing role: the trigger functions are not
-  SECURITY DEFINER), use their sequences, and nothing more: no DDL.
+- the writer role (default ``beacon_writer``) may read and write the runner's tables, use their
+  sequences, and nothing more: no DDL, no write to the mirror's own tables (its triggers write
+  them with their owner's rights), and on ``executions`` no write to the mirror's columns (the
+  link and the evidence level), so that it cannot forge a mirrored row.
+
+Where PUBLIC may still create objects in schema ``public`` (PostgreSQL's default before 15,
+kept by databases upgraded since), any role could plant a function there; :func:`grant` says
+so, and revokes it when asked.
 
 Roles are cluster-wide, so no revision creates or drops them; this creates each one if absent
 (NOLOGIN: grant it to the application's login role, or ALTER ROLE … LOGIN PASSWORD …) and
@@ -42,8 +47,9 @@ RUNNER_TABLES = (
     "idempotency_keys",
     "trace_spans",
 )
-MIRROR_TABLES = ("region_results_mirror_state", "region_results_mirror_anomalies")
-WRITER_VIEWS = ("executions_unified", "region_results_mirror_inputs")
+WRITER_VIEWS = ("executions_unified",)
+# The columns of executions only the mirror writes (sql/mirror/apply/tables.v1.sql).
+MIRROR_COLUMNS = ("mirror_region_result_id", "mirror_evidence")
 _ROLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
 
 
@@ -86,6 +92,23 @@ def _sequences(conn: psycopg.Connection[Any], tables: list[str]) -> list[str]:
     return [str(r[0]) for r in rows]
 
 
+def _writable_columns(conn: psycopg.Connection[Any]) -> list[str]:
+    """executions' columns but the mirror's own, in column order."""
+    rows = conn.execute(
+        "SELECT attname FROM pg_catalog.pg_attribute "
+        "WHERE attrelid = 'public.executions'::regclass AND attnum > 0 AND NOT attisdropped "
+        "AND NOT attname = ANY(%s) ORDER BY attnum",
+        (list(MIRROR_COLUMNS),),
+    ).fetchall()
+    return [str(r[0]) for r in rows]
+
+
+def public_may_create(conn: psycopg.Connection[Any]) -> bool:
+    """Whether PUBLIC may create objects in schema public of *conn*'s database."""
+    row = conn.execute("SELECT has_schema_privilege('public', 'public', 'CREATE')").fetchone()
+    return bool(row and row[0])
+
+
 def _names(names: list[str]) -> sql.Composed:
     return sql.SQL(", ").join(sql.Identifier("public", n) for n in names)
 
@@ -95,6 +118,7 @@ def grant_statements(
     *,
     portal_role: str = PORTAL_ROLE,
     writer_role: str = WRITER_ROLE,
+    revoke_public_create: bool = False,
 ) -> list[sql.Composed]:
     """Return the statements :func:`grant` runs, in order (for ``--dry-run``)."""
     portal, writer = _check_role_name(portal_role), _check_role_name(writer_role)
@@ -118,10 +142,13 @@ def grant_statements(
         sql.SQL("GRANT USAGE ON SCHEMA public TO {}").format(w),
     ]
     tables = _existing(conn, RUNNER_TABLES)
+    others = [t for t in tables if t != "executions"]
+    columns = sql.SQL(", ").join(sql.Identifier(c) for c in _writable_columns(conn))
     statements += [
-        sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON {} TO {}").format(_names(tables), w),
-        sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON {} TO {}").format(
-            _names(list(MIRROR_TABLES)), w
+        sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON {} TO {}").format(_names(others), w),
+        sql.SQL("GRANT SELECT, DELETE ON {} TO {}").format(_names(["executions"]), w),
+        sql.SQL("GRANT INSERT ({cols}), UPDATE ({cols}) ON {t} TO {w}").format(
+            cols=columns, t=sql.Identifier("public", "executions"), w=w
         ),
         sql.SQL("GRANT SELECT ON {} TO {}").format(_names(list(WRITER_VIEWS)), w),
     ]
@@ -130,6 +157,8 @@ def grant_statements(
         statements.append(
             sql.SQL("GRANT USAGE, SELECT ON SEQUENCE {} TO {}").format(_names(sequences), w)
         )
+    if revoke_public_create and public_may_create(conn):
+        statements.append(sql.Composed([sql.SQL("REVOKE CREATE ON SCHEMA public FROM PUBLIC")]))
     return statements
 
 
@@ -138,15 +167,23 @@ def grant(
     *,
     portal_role: str = PORTAL_ROLE,
     writer_role: str = WRITER_ROLE,
+    revoke_public_create: bool = False,
     dry_run: bool = False,
 ) -> list[str]:
     """Create the roles if absent and grant them in *conn*'s database, in one transaction.
 
-    Returns the statements, as text. With *dry_run* nothing is executed. Raises
-    InvalidArgumentError for a bad role name, NotMigratedError before ``beaconsql upgrade``,
-    psycopg.errors.InsufficientPrivilege when the connected user may not create roles or grant.
+    Returns the statements, as text. With *revoke_public_create*, PUBLIC's CREATE on schema
+    public is revoked too (see :func:`public_may_create`). With *dry_run* nothing is executed.
+    Raises InvalidArgumentError for a bad role name, NotMigratedError before ``beaconsql
+    upgrade``, psycopg.errors.InsufficientPrivilege when the connected user may not create roles
+    or grant.
     """
-    statements = grant_statements(conn, portal_role=portal_role, writer_role=writer_role)
+    statements = grant_statements(
+        conn,
+        portal_role=portal_role,
+        writer_role=writer_role,
+        revoke_public_create=revoke_public_create,
+    )
     texts = [s.as_string(conn) for s in statements]
     if dry_run:
         return texts

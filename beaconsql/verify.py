@@ -34,11 +34,13 @@ DRIFT_KINDS = (
 )
 LISTED = 200  # findings listed per kind; all are counted
 
-_ACTION_KIND = {"insert": "missing", "update": "stale"}
-_REASON_KIND = {
-    "a direct row owns its key": "beside_direct",
-    "its region result no longer exists": "orphaned",
-    "the rule no longer yields its pair": "orphaned",
+
+# What each finding of the plan (the SQL type executions_mirror_finding) means.
+_DETAIL = {
+    "missing": "a stored row of the rule is missing",
+    "stale": "a column the mirror owns differs from the rule's",
+    "orphaned": "its region result no longer exists, or the rule no longer yields its pair",
+    "beside_direct": "a direct row owns its key",
 }
 
 
@@ -131,17 +133,17 @@ def verify(
                     )
                 )
         ids = [row[0] for row in batch]
-        for action, reason, rid, execution_id, model_id, question_id in conn.execute(
+        for kind, action, rid, execution_id, model_id, question_id in conn.execute(
             q["differences"], {"ids": ids}
         ):
-            kind = _ACTION_KIND.get(action) or _REASON_KIND.get(reason or "", "orphaned")
             report.add(
                 Finding(
                     kind,
                     str(rid),
                     execution_id,
                     jobspec_of.get(rid),
-                    f"({model_id}, {question_id}): {reason or action}",
+                    f"({model_id}, {question_id}): {_DETAIL[kind]}; applying the rule would "
+                    f"{action} it",
                 )
             )
     for rid, rows_left in conn.execute(q["deleted_unmirrored"], {"job": job}):

@@ -445,7 +445,7 @@ def test_status_on_a_migrated_database(seeded, dsn):
         True,
     )
     triggers = {(t["table"], t["trigger"]): t["state"] for t in s["triggers"]}
-    assert triggers[("region_results", "zz_mirror")] == "enabled"
+    assert triggers[("region_results", "zz_mirror_update")] == "enabled"
     assert set(triggers.values()) == {"enabled"}
     assert (s["region_results"], s["executions"]) == (2, 18)
     assert s["mirror"]["mirrored"] == 18 and s["mirror"]["direct"] == 0
@@ -457,16 +457,16 @@ def test_status_on_a_migrated_database(seeded, dsn):
     assert "mirror triggers: active" in human.stdout
     assert "region_results: 2, executions: 18" in human.stdout
 
-    seeded.execute("ALTER TABLE region_results DISABLE TRIGGER zz_mirror")
+    seeded.execute("ALTER TABLE region_results DISABLE TRIGGER zz_mirror_update")
     try:
         s = json.loads(cli(["status", "--json"], dsn=dsn).stdout)
         assert s["mirror_active"] is False
         assert {(t["table"], t["trigger"]): t["state"] for t in s["triggers"]}[
-            ("region_results", "zz_mirror")
+            ("region_results", "zz_mirror_update")
         ] == "disabled"
         assert "NOT active" in cli(["status"], dsn=dsn).stdout
     finally:
-        seeded.execute("ALTER TABLE region_results ENABLE TRIGGER zz_mirror")
+        seeded.execute("ALTER TABLE region_results ENABLE TRIGGER zz_mirror_update")
 
 
 def test_upgrade_empty_database_then_again(empty_db):

@@ -35,11 +35,21 @@ import psycopg
 import pytest
 from factories import (
     element,
+    legacy_output,
     make_direct_execution,
     make_job,
     make_region_result,
     make_run,
+    small_spec,
     unique_jobspec_id,
+)
+from helpers import (
+    T0,
+    assert_one_mirrored_row_per_key,
+    new_york,
+    not_mirrored,
+    triggers_skipped,
+    view_rows,
 )
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -50,18 +60,8 @@ from hypothesis.stateful import (
     rule,
     run_state_machine_as_test,
 )
+from oracle import assert_matches_oracle
 from psycopg.types.json import Jsonb
-from test_backfill import (
-    T0,
-    assert_matches_oracle,
-    assert_one_mirrored_row_per_key,
-    legacy_output,
-    new_york,
-    not_mirrored,
-    small_spec,
-    triggers_skipped,
-    view_rows,
-)
 
 from beaconsql import backfill, verify, writer
 

@@ -47,19 +47,13 @@ from typing import Any
 import psycopg
 import pytest
 from conftest import dsn_of
-from factories import make_direct_execution
+from factories import bulk_stored_rows, make_direct_execution, write_bulk_legacy, write_history
+from helpers import assert_one_mirrored_row_per_key, wait_for_batches, wait_lock_released
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from oracle import VOCAB, assert_matches_oracle
 from psycopg import sql
 from psycopg.types.json import Jsonb
-from test_backfill import (
-    VOCAB,
-    assert_matches_oracle,
-    wait_for_batches,
-    wait_lock_released,
-    write_bulk_legacy,
-    write_history,
-)
 
 from beaconsql import backfill, embedded, migration, portal, seed, verify, writer
 from beaconsql.errors import MigrationError, NotMigratedError
@@ -139,67 +133,13 @@ def scalar(conn: psycopg.Connection[Any], query: str, params: Any = None) -> Any
     return row[0]
 
 
-# The rule's rows for every region result (or those given), keys owned by a direct row left out,
-# against the materialised mirrored rows: both directions of EXCEPT ALL, so duplicates count.
-ORACLE_DIFF = """
-WITH rule AS (
-    SELECT i.region_result_id, f.job_id, f.cross_region_execution_id, f.region::text AS region,
-           f.provider_id::text AS provider_id, f.model_id::text AS model_id,
-           f.question_id::text AS question_id, f.status::text AS status, f.started_at,
-           f.completed_at, f.created_at, f.output_data, f.receipt_data, f.original_error,
-           f.evidence
-    FROM region_results_mirror_inputs i,
-         LATERAL region_results_mirror_rows(i.region_result, i.job_id, i.jobspec_data) f
-    WHERE f.evidence IS NOT NULL
-      AND (%(ids)s::uuid[] IS NULL OR i.region_result_id = ANY (%(ids)s::uuid[]))
-      AND NOT EXISTS (
-          SELECT 1 FROM executions d
-          WHERE d.mirror_region_result_id IS NULL AND d.job_id = f.job_id
-            AND d.region = f.region AND d.model_id = f.model_id
-            AND nullif(d.question_id, '') = f.question_id)),
-mat AS (
-    SELECT e.mirror_region_result_id, e.job_id, e.cross_region_execution_id, e.region::text,
-           e.provider_id::text, e.model_id::text, e.question_id::text, e.status::text,
-           e.started_at, e.completed_at, e.created_at, e.output_data, e.receipt_data,
-           e.original_error, e.mirror_evidence
-    FROM executions e
-    WHERE e.mirror_region_result_id IS NOT NULL
-      AND (%(ids)s::uuid[] IS NULL OR e.mirror_region_result_id = ANY (%(ids)s::uuid[])))
-SELECT 'missing' AS side, region_result_id, model_id, question_id, status, evidence
-FROM (SELECT * FROM rule EXCEPT ALL SELECT * FROM mat) a
-UNION ALL
-SELECT 'unexpected', mirror_region_result_id, model_id, question_id, status, mirror_evidence
-FROM (SELECT * FROM mat EXCEPT ALL SELECT * FROM rule) b
-ORDER BY 1, 2, 3, 4
-LIMIT 20
-"""
-
-
 def assert_exact(conn: psycopg.Connection[Any], ids: list[uuid.UUID] | None = None) -> int:
-    """executions' mirrored rows equal region_results_mirror_rows for every region result (or
-    *ids*), minus direct-owned keys; no two rows share a (link, pair); return the row count."""
-    diff = conn.execute(ORACLE_DIFF, {"ids": ids}).fetchall()
-    assert diff == [], diff
-    dups = conn.execute(
-        "SELECT mirror_region_result_id, model_id, question_id, count(*) FROM executions "
-        "WHERE mirror_region_result_id IS NOT NULL GROUP BY 1, 2, 3 HAVING count(*) > 1"
-    ).fetchall()
-    assert dups == []
-    beside = conn.execute(
-        "SELECT m.id, d.id FROM executions m JOIN executions d "
-        "ON d.mirror_region_result_id IS NULL AND d.job_id = m.job_id AND d.region = m.region "
-        "AND d.model_id = m.model_id AND nullif(d.question_id, '') = m.question_id "
-        "WHERE m.mirror_region_result_id IS NOT NULL"
-    ).fetchall()
-    assert beside == []
-    return int(
-        scalar(
-            conn,
-            "SELECT count(*) FROM executions WHERE mirror_region_result_id IS NOT NULL "
-            "AND (%(ids)s::uuid[] IS NULL OR mirror_region_result_id = ANY (%(ids)s::uuid[]))",
-            {"ids": ids},
-        )
-    )
+    """executions' mirrored rows equal the independent oracle's for every region result (or
+    *ids*), minus direct-owned keys; no two rows share a (link, pair), none sits beside a
+    direct row; return the row count."""
+    count = assert_matches_oracle(conn, ids)
+    assert_one_mirrored_row_per_key(conn)
+    return count
 
 
 def assert_no_constraint_violation(conn: psycopg.Connection[Any]) -> None:
@@ -751,7 +691,6 @@ def test_backfill_under_a_1ms_session_statement_timeout_gives_the_next_step(
     half-done; then a rerun without the setting completes exactly. ``status`` and ``verify``
     likewise fail cleanly."""
     write_bulk_legacy(db, "timeout", 300)
-    total = scalar(db, "SELECT count(*) FROM region_results")
     tight = {"PGOPTIONS": "-c statement_timeout=1"}
     done = run_cli(["backfill", "--dsn", dsn, "--batch-size", "200"], **tight)
     print(f"\n1 ms statement_timeout: backfill exit {done.returncode}: {done.stderr[-400:]!r}")
@@ -779,7 +718,7 @@ def test_backfill_under_a_1ms_session_statement_timeout_gives_the_next_step(
     rerun = run_cli(["backfill", "--dsn", dsn, "--json"])
     assert rerun.returncode == 0, rerun.stderr
     assert json.loads(rerun.stdout)["complete"] is True
-    assert assert_exact(db) == total * 9
+    assert assert_exact(db) == bulk_stored_rows(300)
     assert run_cli(["verify", "--dsn", dsn]).returncode == 0
 
 
@@ -790,8 +729,7 @@ def test_backfill_batch_that_times_out_is_retried_at_half_the_size_and_completes
     this test database only, region_results_mirror_apply is wrapped to raise query_canceled
     (SQLSTATE 57014, what statement_timeout raises) for more than 5 region results at once: a
     backfill started with --batch-size 40 shrinks to 5 and completes, exactly."""
-    write_bulk_legacy(db, "shrink", 30)
-    total = scalar(db, "SELECT count(*) FROM region_results")
+    total = write_bulk_legacy(db, "shrink", 30)
     wrap_function(
         db,
         "region_results_mirror_apply",
@@ -806,7 +744,7 @@ def test_backfill_batch_that_times_out_is_retried_at_half_the_size_and_completes
     summary = json.loads(done.stdout)
     assert summary["complete"] is True and summary["examined"] == total
     assert summary["batches"] == total // 5
-    assert assert_exact(db) == total * 9
+    assert assert_exact(db) == bulk_stored_rows(30)
 
 
 def test_backfill_batch_that_always_times_out_exits_1_with_the_next_step(
@@ -831,16 +769,15 @@ def test_backfill_batch_that_always_times_out_exits_1_with_the_next_step(
     assert last_run(db)["status"] == "failed"
     assert scalar(db, "SELECT count(*) FROM executions") == 0
     db.execute(
-        "DROP FUNCTION public.region_results_mirror_apply(uuid[], text[], text, boolean, "
-        "integer, text)"
+        "DROP FUNCTION public.region_results_mirror_apply(uuid[], text[], boolean, text[], boolean)"
     )
     db.execute(
-        "ALTER FUNCTION public.region_results_mirror_apply_orig(uuid[], text[], text, "
-        "boolean, integer, text) RENAME TO region_results_mirror_apply"
+        "ALTER FUNCTION public.region_results_mirror_apply_orig(uuid[], text[], boolean, "
+        "text[], boolean) RENAME TO region_results_mirror_apply"
     )
     rerun = run_cli(["backfill", "--dsn", dsn])
     assert rerun.returncode == 0, rerun.stderr
-    assert assert_exact(db) == 20 * 9
+    assert assert_exact(db) == bulk_stored_rows(10)
 
 
 def install_disk_full_trigger(conn: psycopg.Connection[Any], after_batches: int) -> None:
@@ -882,7 +819,7 @@ def test_backfill_disk_full_exits_1_with_the_next_step_and_a_rerun_completes_exa
     rerun = run_cli(["backfill", "--dsn", dsn, "--json"])
     assert rerun.returncode == 0, rerun.stderr
     assert json.loads(rerun.stdout)["complete"] is True
-    assert assert_exact(db) == 40 * 9
+    assert assert_exact(db) == bulk_stored_rows(20)
     assert run_cli(["verify", "--dsn", dsn]).returncode == 0
 
 
@@ -906,7 +843,7 @@ def test_backfill_rerun_after_disk_full_resumes_where_it_stopped(
     summary = json.loads(rerun.stdout)
     assert summary["resumed"] is True and summary["run_id"] == failed["id"]
     assert summary["complete"] is True and summary["examined"] == 40
-    assert assert_exact(db) == 40 * 9
+    assert assert_exact(db) == bulk_stored_rows(20)
 
 
 def test_verify_disk_full_exits_1_with_the_next_step_and_never_leaks_the_password(
@@ -1307,7 +1244,20 @@ def test_hostile_json_spec_with_10000_questions(db: psycopg.Connection[Any]) -> 
         "output": {"response": "forty-two"},
     }
     jobspec_id, job_id, rid = runner_writes(db, spec, True, first, [("append", element)])
-    assert scalar(db, "SELECT count(*) FROM executions WHERE status = 'running'") == 9_999
+    # While the region runs, only the appended element is stored; the view derives the rest.
+    assert (
+        scalar(db, "SELECT count(*) FROM executions WHERE mirror_region_result_id = %s", (rid,))
+        == 1
+    )
+    assert (
+        scalar(
+            db,
+            "SELECT count(*) FROM executions_unified WHERE region_result_id = %s "
+            "AND status = 'running' AND source = 'derived'",
+            (rid,),
+        )
+        == 9_999
+    )
     # The finishing UPDATE keeps the element: the runner's final write sets status and times.
     db.execute(
         "UPDATE region_results SET status = 'success', completed_at = %s, error_message = '' "

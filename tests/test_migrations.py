@@ -1236,7 +1236,7 @@ def test_lock_timeout_stops_the_mirror_revision_after_three_attempts_then_rerun_
         assert migration.LOCK_ATTEMPTS <= 3
         assert "lock_timeout=5s" in message
         # What it waited for: the statement (file) and the session holding the lock.
-        assert "mirror_triggers" in message
+        assert "mirror/triggers/create.v1.sql" in message
         assert f"pid {pid} holds RowExclusiveLock on region_results" in message
         retries = [r for r in caplog.records if "retrying" in r.getMessage()]
         assert len(retries) == migration.LOCK_ATTEMPTS - 1
@@ -1346,7 +1346,8 @@ def test_online_upgrade_rebuilds_an_index_an_interrupted_concurrent_build_left_i
         )
     upgrade(conn, "0001")
     # An interrupted revision 0002 run: its columns committed, its unique index build failed.
-    conn.execute((REPO / "sql" / "schema" / "mirror_tables.v1.sql").read_text())
+    for part in ("rule/executions_mirror_types.v1.sql", "apply/tables.v1.sql"):
+        conn.execute((REPO / "sql" / "mirror" / part).read_text())
     conn.execute(
         "INSERT INTO executions (id, provider_id, region, model_id, question_id, "
         "mirror_region_result_id) VALUES "
@@ -1355,7 +1356,7 @@ def test_online_upgrade_rebuilds_an_index_an_interrupted_concurrent_build_left_i
     )
     build = next(
         line
-        for line in (REPO / "sql" / "schema" / "mirror_indexes.v1.sql").read_text().splitlines()
+        for line in (REPO / "sql" / "mirror" / "apply" / "indexes.v1.sql").read_text().splitlines()
         if line.startswith("CREATE UNIQUE INDEX CONCURRENTLY")
     )
     with pytest.raises(psycopg.errors.UniqueViolation):

@@ -310,13 +310,13 @@ WRITER_REFUSED = [
     "ALTER TABLE executions ADD COLUMN writer_col int",
     "ALTER TABLE executions DROP COLUMN mirror_evidence",
     "ALTER TABLE region_results DISABLE TRIGGER USER",
-    "ALTER TABLE region_results DISABLE TRIGGER zz_mirror",
+    "ALTER TABLE region_results DISABLE TRIGGER zz_mirror_update",
     "CREATE INDEX writer_idx ON executions (status)",
     "DROP TABLE executions",
     "DROP VIEW executions_unified",
-    "DROP TRIGGER zz_mirror ON region_results",
+    "DROP TRIGGER zz_mirror_update ON region_results",
     "TRUNCATE executions",
-    "CREATE OR REPLACE FUNCTION public.region_results_mirror() RETURNS trigger "
+    "CREATE OR REPLACE FUNCTION public.region_results_mirror_update() RETURNS trigger "
     "LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$",
     "CREATE SCHEMA writer_schema",
     "SET session_replication_role = replica",
@@ -327,8 +327,27 @@ def test_writer_role_cannot_alter_the_schema_or_skip_the_mirror(db, dsn, names):
     assert grant_cli(dsn, names).exit_code == 0
     # it may read and write the runner's tables, and has no TRUNCATE, REFERENCES, TRIGGER
     for table in RUNNER_TABLES:
-        for privilege in ("SELECT", "INSERT", "UPDATE", "DELETE"):
+        for privilege in ("SELECT", "INSERT", "UPDATE"):
             assert db.execute(
+                "SELECT has_any_column_privilege(%s, %s, %s)", (names.writer, table, privilege)
+            ).fetchone()[0], (table, privilege)
+        assert db.execute(
+            "SELECT has_table_privilege(%s, %s, 'DELETE')", (names.writer, table)
+        ).fetchone()[0], table
+    # but not the mirror's columns of executions, nor its tables
+    for column in ("mirror_region_result_id", "mirror_evidence"):
+        for privilege in ("INSERT", "UPDATE"):
+            assert not db.execute(
+                "SELECT has_column_privilege(%s, 'executions', %s, %s)",
+                (names.writer, column, privilege),
+            ).fetchone()[0], (column, privilege)
+    for table in (
+        "region_results_mirror_state",
+        "region_results_mirror_anomalies",
+        "executions_mirror_locks",
+    ):
+        for privilege in ("SELECT", "INSERT", "UPDATE", "DELETE"):
+            assert not db.execute(
                 "SELECT has_table_privilege(%s, %s, %s)", (names.writer, table, privilege)
             ).fetchone()[0], (table, privilege)
     assert (
@@ -375,10 +394,49 @@ def pins_search_path(config: list[str]) -> bool:
     return any(c.startswith("search_path=") for c in config)
 
 
-def test_mirror_functions_are_not_security_definer(db):
+# The functions the view calls: pure, reading no table; PUBLIC may execute them.
+RULE_FUNCTIONS = {
+    "executions_mirror_finished(text)",
+    "executions_mirror_lock_key(integer,text,uuid)",
+    "executions_mirror_readable(timestamp without time zone)",
+    "executions_mirror_row(executions)",
+    "executions_mirror_status(text)",
+    "executions_mirror_time(jsonb)",
+    "jobs_mirror_dimensions(jsonb)",
+    "jobs_mirror_fingerprint(integer,jsonb)",
+    "jobs_mirror_models(jsonb,text)",
+    "jobs_mirror_questions(jsonb)",
+    "region_results_mirror_element_row(text,timestamp without time zone,"
+    "timestamp without time zone,jsonb)",
+    "region_results_mirror_elements(jsonb)",
+    "region_results_mirror_region_status(text,timestamp with time zone)",
+    "region_results_mirror_rows(region_results,integer,jsonb,text,text[])",
+}
+
+
+def test_only_the_rule_is_public_and_writes_run_with_owner_rights(db):
+    """SPEC "Only the mirror's owner can redirect it": PUBLIC may execute the rule's functions
+    only; every other mirror function locks, plans or writes, runs with its owner's rights
+    (SECURITY DEFINER, search_path pinned) and no one else may call it."""
     rows = mirror_functions(db)
-    assert len(rows) >= 10
-    assert [name for name, secdef, _, _ in rows if secdef] == []
+    public = {
+        name
+        for name, _, _, _ in rows
+        if db.execute(
+            "SELECT has_function_privilege('public', %s::regprocedure, 'EXECUTE')", (name,)
+        ).fetchone()[0]
+    }
+    assert public == RULE_FUNCTIONS
+    for name, secdef, config, _ in rows:
+        if name in RULE_FUNCTIONS:
+            assert not secdef, name
+        elif name not in (
+            "region_results_mirror_plan(uuid[],text[],boolean)",
+            "region_results_mirror_changed_pairs(jsonb,jsonb)",
+            "executions_mirror_insert(executions_mirror_row[])",
+            "executions_mirror_update(integer[],executions_mirror_row[])",
+        ):  # read-only, or called by owner-rights functions only
+            assert secdef and "search_path=pg_catalog, pg_temp" in config, name
 
 
 def test_trigger_functions_pin_search_path(db):

@@ -19,11 +19,17 @@ from datetime import timedelta
 from typing import Any
 
 import psycopg
-from factories import element, make_direct_execution, make_job, make_region_result, make_run
-from psycopg.types.json import Jsonb
-from test_backfill import (
+from factories import (
+    element,
+    make_direct_execution,
+    make_job,
+    make_region_result,
+    make_run,
+    small_spec,
+    write_history,
+)
+from helpers import (
     T0,
-    assert_matches_oracle,
     assert_one_mirrored_row_per_key,
     cli,
     fetch,
@@ -32,11 +38,11 @@ from test_backfill import (
     not_mirrored,
     region_result_count,
     run_backfill,
-    small_spec,
     snapshot,
     triggers_skipped,
-    write_history,
 )
+from oracle import assert_matches_oracle
+from psycopg.types.json import Jsonb
 
 from beaconsql import seed, verify, writer
 
@@ -202,7 +208,8 @@ def test_drift_is_named_and_backfill_repairs_it(db: Any, dsn: str) -> None:
     released_direct = make_direct_execution(
         db, job_id=released.job_id, region="US", model_id="m2", question_id="q1"
     )["id"]
-    # A running region (expected pairs only) whose job loses a question.
+    # A region finished with no pair recorded (its expected pairs stored, failed) whose job
+    # loses a question.
     respec_spec = small_spec(["m1"], ["q1", "q2"], regions=("US",))
     writer.create_job(db, respec_spec)
     respec_run = writer.start_run(db, respec_spec["id"], regions=["US"], started_at=T0)
@@ -215,6 +222,7 @@ def test_drift_is_named_and_backfill_repairs_it(db: Any, dsn: str) -> None:
             )
         },
     )
+    writer.finish_region(db, respec.region_result_ids["US"], completed_at=T0 + timedelta(1))
     _, logged = recorded_job(db, ["m1"], ["q1"])
     rr = {
         name: run.region_result_ids["US"]
@@ -298,8 +306,7 @@ def test_drift_is_named_and_backfill_repairs_it(db: Any, dsn: str) -> None:
     expected = {
         ("not_mirrored", s["changed"], None),
         ("stale", s["changed"], row_id(db, rr["changed"], "m1", "q1")),
-        ("not_mirrored", s["new"], None),
-        ("missing", s["new"], None),
+        ("not_mirrored", s["new"], None),  # running: nothing stored to miss
         ("deleted_unmirrored", s["deleted"], None),
         ("deleted_unmirrored", s["logged"], None),
         ("not_mirrored", s["hand_deleted"], None),

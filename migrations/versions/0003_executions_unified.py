@@ -22,7 +22,7 @@ depends_on = None
 
 def upgrade() -> None:
     ddl.run_sql_file("views/executions_unified.v1.sql")
-    ddl.run_sql_file("functions/jobs_mirror_dimensions.v1.sql")
+    ddl.run_sql_file("views/jobs_mirror_dimensions.v1.sql")
 
 
 def downgrade() -> None:

@@ -7,7 +7,7 @@
 -- An unfinished run of the same scope, to resume: its process died, was stopped, or failed
 -- (disk full, a timeout: its cursor is that of its last saved batch, so nothing is half-done).
 SELECT id, high_water_mark, cursor, phase, batches, examined, inserted, updated, deleted,
-       detached, left_to_direct, anomalies, states, max_batch_rows
+       detached, left_to_direct, anomalies, states, deferred, max_batch_rows
 FROM public.region_results_backfill_runs
 WHERE status IN ('running', 'interrupted', 'failed')
   AND scope_job IS NOT DISTINCT FROM %(job)s
@@ -71,8 +71,8 @@ ORDER BY o.id
 LIMIT %(batch_size)s;
 
 -- name: apply
-SELECT inserted, updated, deleted, detached, left_to_direct, anomalies, states
-FROM public.region_results_mirror_apply(%(ids)s::uuid[], NULL, 'region', %(dry_run)s);
+SELECT inserted, updated, deleted, detached, left_to_direct, anomalies, states, deferred
+FROM public.region_results_mirror_apply(%(ids)s::uuid[], dry_run => %(dry_run)s);
 
 -- name: save_progress
 UPDATE public.region_results_backfill_runs
@@ -81,6 +81,7 @@ SET cursor = %(cursor)s, phase = %(phase)s, status = 'running', batches = batche
     updated = updated + %(updated)s, deleted = deleted + %(deleted)s,
     detached = detached + %(detached)s, left_to_direct = left_to_direct + %(left_to_direct)s,
     anomalies = anomalies + %(anomalies)s, states = states + %(states)s,
+    deferred = deferred + %(deferred)s,
     max_batch_rows = greatest(max_batch_rows, %(batch_rows)s), updated_at = now()
 WHERE id = %(run_id)s;
 

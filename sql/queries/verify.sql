@@ -12,8 +12,10 @@ ORDER BY i.region_result_id
 LIMIT %(batch_size)s;
 
 -- name: differences
--- What applying the rule to these region results would change in executions.
-SELECT p.action, p.reason, p.region_result_id, p.execution_id, p.model_id, p.question_id
+-- What applying the rule to these region results would change in executions: each change's
+-- finding (missing, stale, orphaned, beside_direct) is a kind of drift.
+SELECT p.finding::text, p.action::text, p.region_result_id, p.execution_id,
+       (p.mirror_row).model_id, (p.mirror_row).question_id
 FROM public.region_results_mirror_plan(%(ids)s::uuid[]) p
 WHERE p.action IN ('insert', 'update', 'delete', 'detach');
 

@@ -22,6 +22,7 @@ CREATE TABLE IF NOT EXISTS public.region_results_backfill_runs (
     left_to_direct  bigint NOT NULL DEFAULT 0,
     anomalies       bigint NOT NULL DEFAULT 0,
     states          bigint NOT NULL DEFAULT 0,
+    deferred        bigint NOT NULL DEFAULT 0,
     max_batch_rows  bigint NOT NULL DEFAULT 0,
     last_error      text,
     started_at      timestamptz NOT NULL DEFAULT now(),

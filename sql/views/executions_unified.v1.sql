@@ -3,14 +3,10 @@
 -- Read by the portal queries (sql/queries/portal.sql) and `beaconsql executions/progress`.
 --
 -- Candidates: (a) every direct executions row; (b) the mirrored rows of each region result
--- that is mirrored (its state matches its current version and its job's); (c) the rows the
--- mirror rule yields, computed here, for each region result that is not (new, changed or
--- deleted while triggers were skipped). So the view is right before any backfill, and a
--- backfill never changes what it shows. Among candidates of one key the one shown is: a direct
--- row first; then evidence 3 over 2 over 1; then a finished status; then the newest
--- (completed_at, created_at, then region_result_id, execution_id; descending, NULLs last).
--- Rows with a NULL job_id have no key: each stands alone. All times are timestamptz (the
--- naive executions columns hold UTC). A filter on jobspec_id reaches every branch's indexes.
+-- that is mirrored; (c) the rule's rows, computed here, for each region result that is not;
+-- (d) the placeholders (evidence 1) of each mirrored region result still unfinished. Among the
+-- candidates of one key: a direct row first; then evidence 3 over 2 over 1 (a stored row over a
+-- placeholder); then a finished status; then the newest. Times a client cannot read are null.
 CREATE OR REPLACE VIEW public.executions_unified AS
 SELECT c.execution_id,
        c.source,
@@ -24,10 +20,15 @@ SELECT c.execution_id,
        c.question_id,
        c.status,
        c.evidence,
-       c.started_at AT TIME ZONE 'UTC' AS started_at,
-       c.completed_at AT TIME ZONE 'UTC' AS completed_at,
-       c.created_at AT TIME ZONE 'UTC' AS created_at,
-       (extract(epoch FROM c.completed_at - c.started_at) * 1000)::bigint AS duration_ms,
+       CASE WHEN public.executions_mirror_readable(c.started_at)
+            THEN c.started_at AT TIME ZONE 'UTC' END AS started_at,
+       CASE WHEN public.executions_mirror_readable(c.completed_at)
+            THEN c.completed_at AT TIME ZONE 'UTC' END AS completed_at,
+       CASE WHEN public.executions_mirror_readable(c.created_at)
+            THEN c.created_at AT TIME ZONE 'UTC' END AS created_at,
+       CASE WHEN public.executions_mirror_readable(c.started_at)
+                 AND public.executions_mirror_readable(c.completed_at)
+            THEN (extract(epoch FROM c.completed_at - c.started_at) * 1000)::bigint END AS duration_ms,
        c.output_data,
        c.receipt_data,
        c.original_error,
@@ -39,7 +40,8 @@ SELECT c.execution_id,
        c.response_length,
        c.retry_count,
        c.max_retries,
-       c.last_retry_at,
+       CASE WHEN public.executions_mirror_readable(c.last_retry_at AT TIME ZONE 'UTC')
+            THEN c.last_retry_at END AS last_retry_at,
        c.retry_history
 FROM (
     SELECT DISTINCT ON (u.jobspec_id, u.job_id, u.region, u.model_id, u.question_key, u.alone)
@@ -51,7 +53,7 @@ FROM (
                e.job_id::integer, e.jobspec_id::text, e.region::text, e.provider_id::text,
                e.model_id::text, e.question_id::text, nullif(e.question_id, '')::text AS question_key,
                CASE WHEN e.job_id IS NULL THEN e.id::text END AS alone,
-               e.status::text, e.mirror_evidence::smallint AS evidence,
+               e.status::text, e.mirror_evidence::smallint AS evidence, false AS placeholder,
                e.started_at::timestamp, e.completed_at::timestamp, e.created_at::timestamp,
                e.output_data::jsonb, e.receipt_data::jsonb, e.original_error::text,
                e.system_prompt::text, e.response_classification::text, e.is_substantive::boolean,
@@ -79,7 +81,7 @@ FROM (
                e.job_id::integer, i.jobspec_id::text, e.region::text, e.provider_id::text,
                e.model_id::text, e.question_id::text, nullif(e.question_id, '')::text,
                CASE WHEN e.job_id IS NULL THEN e.id::text END,
-               e.status::text, e.mirror_evidence::smallint,
+               e.status::text, e.mirror_evidence::smallint, false,
                e.started_at::timestamp, e.completed_at::timestamp, e.created_at::timestamp,
                e.output_data::jsonb, e.receipt_data::jsonb, e.original_error::text,
                e.system_prompt::text, e.response_classification::text, e.is_substantive::boolean,
@@ -90,25 +92,32 @@ FROM (
         JOIN public.executions e ON e.mirror_region_result_id = i.region_result_id
         WHERE i.mirrored
         UNION ALL
-        -- (c) the rule's rows for region results that are not mirrored
+        -- (c) the rule's rows of region results that are not mirrored, and (d) the placeholders
+        -- of mirrored region results still unfinished
         SELECT NULL::integer, 'derived'::text, 1,
-               i.region_result_id::uuid, f.cross_region_execution_id::uuid,
-               f.job_id::integer, i.jobspec_id::text, f.region::text, f.provider_id::text,
-               f.model_id::text, f.question_id::text, f.question_id::text,
-               CASE WHEN f.job_id IS NULL THEN i.region_result_id::text END,
-               f.status::text, f.evidence::smallint,
-               f.started_at::timestamp, f.completed_at::timestamp, f.created_at::timestamp,
-               f.output_data::jsonb, f.receipt_data::jsonb, f.original_error::text,
+               i.region_result_id::uuid, (f.mirror_row).cross_region_execution_id::uuid,
+               (f.mirror_row).job_id::integer, i.jobspec_id::text, (f.mirror_row).region::text,
+               (f.mirror_row).provider_id::text, (f.mirror_row).model_id::text,
+               (f.mirror_row).question_id::text, (f.mirror_row).question_id::text,
+               CASE WHEN (f.mirror_row).job_id IS NULL THEN i.region_result_id::text END,
+               (f.mirror_row).status::text, (f.mirror_row).mirror_evidence::smallint, NOT f.stored,
+               (f.mirror_row).started_at::timestamp, (f.mirror_row).completed_at::timestamp,
+               (f.mirror_row).created_at::timestamp, (f.mirror_row).output_data::jsonb,
+               (f.mirror_row).receipt_data::jsonb, (f.mirror_row).original_error::text,
                -- what a mirrored row would hold: executions' column defaults
                NULL::text, 'unknown'::text, false, false, false, 0, 0, 3,
                NULL::timestamptz, '[]'::jsonb
         FROM public.region_results_mirror_inputs i
-        CROSS JOIN LATERAL public.region_results_mirror_rows(i.region_result, i.job_id, i.jobspec_data) f
-        WHERE NOT i.mirrored AND f.evidence IS NOT NULL
+        CROSS JOIN LATERAL public.region_results_mirror_rows(
+            i.region_result, i.job_id, i.jobspec_data, i.job_status) f
+        WHERE f.anomaly_kind IS NULL  -- the pair rows, not the anomalies
+          AND (NOT i.mirrored OR (NOT i.state_finished AND NOT f.stored))
     ) u
     ORDER BY u.jobspec_id, u.job_id, u.region, u.model_id, u.question_key, u.alone,
              u.source_rank,
-             u.evidence DESC NULLS LAST,
+             -- evidence ranks mirrored and rule rows only, never a direct (or detached) row
+             CASE WHEN u.source_rank > 0 THEN u.evidence END DESC NULLS LAST,
+             u.placeholder,
              coalesce(u.status IN ('completed', 'failed', 'cancelled'), false) DESC,
              u.completed_at DESC NULLS LAST,
              u.created_at DESC NULLS LAST,

@@ -1,0 +1,90 @@
+-- region_results_mirror_append(old_row, new_row): apply an UPDATE of a region result that only
+-- appended one element to execution_output.executions (the writer's record_pair) as one insert,
+-- without re-deriving the region (SPEC "Idempotent and quiet"). Returns false, having written
+-- nothing but possibly the state's new version, when the change needs more than that; the
+-- caller then runs region_results_mirror_apply. Its lock is the region result's state row.
+-- Called by the trigger function region_results_mirror_update.
+CREATE OR REPLACE FUNCTION public.region_results_mirror_append(old_row public.region_results,
+                                                               new_row public.region_results)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
+SET enable_seqscan = off
+SET jit = off
+AS $$
+DECLARE
+    old_elements jsonb := coalesce(old_row.execution_output -> 'executions', '[]'::jsonb);
+    new_elements jsonb := new_row.execution_output -> 'executions';
+    v record;
+    job integer;
+BEGIN
+    IF jsonb_typeof(old_elements) <> 'array' OR jsonb_typeof(new_elements) <> 'array'
+       OR jsonb_array_length(new_elements) <> jsonb_array_length(old_elements) + 1
+       OR new_elements - (-1) <> old_elements
+       OR length(new_row.region) > 100 OR length(coalesce(new_row.provider_id, '')) > 255 THEN
+        RETURN false;
+    END IF;
+    -- The appended element's pair and values, when usable and free of anomalies (recording
+    -- those is the general path's).
+    SELECT e.model_id, e.question_id, x.*
+    INTO v
+    FROM public.region_results_mirror_elements(jsonb_build_array(new_elements -> -1)) e
+    CROSS JOIN LATERAL public.region_results_mirror_element_row(
+        public.region_results_mirror_region_status(new_row.status::text, new_row.completed_at),
+        new_row.started_at AT TIME ZONE 'UTC', new_row.completed_at AT TIME ZONE 'UTC',
+        e.element) x
+    WHERE e.usable AND length(e.model_id) <= 50 AND length(e.question_id) <= 255;
+    IF NOT FOUND OR v.status_unknown OR v.invalid_started_at OR v.invalid_completed_at
+       OR v.unreadable_started_at OR v.unreadable_completed_at OR v.unfinished
+       OR v.started_at IS NULL THEN
+        RETURN false;
+    END IF;
+    SELECT j.id INTO job
+    FROM public.cross_region_executions x
+    LEFT JOIN public.jobs j ON j.jobspec_id = x.jobspec_id
+    WHERE x.id = new_row.cross_region_execution_id;
+    -- The lock, and the proof that the rest is mirrored: the state of the version this update
+    -- replaces (region_results_mirror_guard clears it otherwise) for the job as it is now.
+    UPDATE public.region_results_mirror_state s
+    SET r_xmin = (SELECT r.xmin FROM public.region_results r WHERE r.id = new_row.id),
+        mirrored_at = now()
+    WHERE s.region_result_id = new_row.id
+      AND s.r_xmin IS NOT NULL
+      AND s.job_fingerprint = (SELECT public.jobs_mirror_fingerprint(j.id, j.jobspec_data)
+                               FROM public.cross_region_executions x
+                               LEFT JOIN public.jobs j ON j.jobspec_id = x.jobspec_id
+                               WHERE x.id = new_row.cross_region_execution_id);
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    -- A row for the pair already (an evidence 1 row of a finished region): the general path.
+    IF EXISTS (SELECT 1 FROM public.executions e
+               WHERE e.mirror_region_result_id = new_row.id
+                 AND e.model_id = v.model_id AND e.question_id = v.question_id) THEN
+        RETURN false;
+    END IF;
+    -- A direct row owns the key: the rule's row is not materialised.
+    IF job IS NOT NULL AND EXISTS (
+            SELECT 1 FROM public.executions d
+            WHERE d.mirror_region_result_id IS NULL AND d.job_id = job
+              AND d.region = new_row.region AND d.model_id = v.model_id
+              AND nullif(d.question_id, '') = v.question_id) THEN
+        RETURN true;
+    END IF;
+    -- The rows the new one references, without waiting for them (see apply, step 3).
+    IF NOT EXISTS (SELECT 1 FROM public.cross_region_executions x
+                   WHERE x.id = new_row.cross_region_execution_id FOR KEY SHARE SKIP LOCKED)
+       OR (job IS NOT NULL AND NOT EXISTS (SELECT 1 FROM public.jobs j
+                                           WHERE j.id = job FOR KEY SHARE SKIP LOCKED)) THEN
+        RETURN false;
+    END IF;
+    PERFORM public.executions_mirror_insert(ARRAY[ROW(
+        job, new_row.cross_region_execution_id, new_row.region, coalesce(new_row.provider_id, ''),
+        v.model_id, v.question_id, v.status, v.started_at, v.completed_at, v.started_at,
+        v.output_data, v.receipt_data, v.original_error, new_row.id, 3
+    )::public.executions_mirror_row]);
+    RETURN true;
+END
+$$;

@@ -1,0 +1,105 @@
+-- The triggers on region_results (SPEC "Follows its inputs"): each works out which region
+-- results, and which of their pairs, a statement touched and hands them to apply.
+-- region_results_mirror_guard (BEFORE UPDATE, row): the version an update replaces can only be
+-- told mirrored before the update; when it was not, its state is cleared, so that what follows
+-- re-derives the whole region result. region_results_mirror_update (AFTER UPDATE, row): an
+-- append is one insert (region_results_mirror_append); a change of other fields than the rule
+-- reads only records the new version; a change of some elements applies those pairs; anything
+-- else re-derives. region_results_mirror_insert / _delete (AFTER, statement): apply.
+CREATE OR REPLACE FUNCTION public.region_results_mirror_guard()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
+SET enable_seqscan = off
+AS $$
+BEGIN
+    UPDATE public.region_results_mirror_state s
+    SET r_xmin = NULL
+    WHERE s.region_result_id = OLD.id
+      AND s.r_xmin IS NOT NULL
+      AND s.r_xmin IS DISTINCT FROM (SELECT r.xmin FROM public.region_results r WHERE r.id = OLD.id);
+    RETURN NEW;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION public.region_results_mirror_update()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
+SET enable_seqscan = off
+AS $$
+DECLARE
+    pairs text[];
+BEGIN
+    IF NEW.id = OLD.id
+       AND (NEW.cross_region_execution_id, NEW.region, NEW.provider_id, NEW.status,
+            NEW.started_at, NEW.completed_at, NEW.error_message, NEW.model_id)
+           IS NOT DISTINCT FROM
+           (OLD.cross_region_execution_id, OLD.region, OLD.provider_id, OLD.status,
+            OLD.started_at, OLD.completed_at, OLD.error_message, OLD.model_id) THEN
+        IF NEW.execution_output IS NOT DISTINCT FROM OLD.execution_output THEN
+            -- Nothing the rule reads changed: the rows stand; record the new version.
+            UPDATE public.region_results_mirror_state s
+            SET r_xmin = (SELECT r.xmin FROM public.region_results r WHERE r.id = NEW.id)
+            WHERE s.region_result_id = NEW.id AND s.r_xmin IS NOT NULL
+              AND s.job_fingerprint = (SELECT i.job_fingerprint FROM public.region_results_mirror_inputs i
+                                       WHERE i.region_result_id = NEW.id);
+            IF FOUND THEN
+                RETURN NULL;
+            END IF;
+        ELSIF (OLD.execution_output IS NULL
+               OR jsonb_typeof(OLD.execution_output -> 'executions') = 'array')
+              AND jsonb_typeof(NEW.execution_output -> 'executions') = 'array' THEN
+            IF public.region_results_mirror_append(OLD, NEW) THEN
+                RETURN NULL;
+            END IF;
+            pairs := public.region_results_mirror_changed_pairs(
+                coalesce(OLD.execution_output -> 'executions', '[]'::jsonb),
+                NEW.execution_output -> 'executions');
+        END IF;
+    END IF;
+    PERFORM public.region_results_mirror_apply(ARRAY[OLD.id, NEW.id], pairs);
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION public.region_results_mirror_insert()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
+SET enable_seqscan = off
+AS $$
+BEGIN
+    PERFORM public.region_results_mirror_apply(ARRAY(SELECT n.id FROM new_rows n ORDER BY n.id));
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION public.region_results_mirror_delete()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
+SET enable_seqscan = off
+AS $$
+BEGIN
+    -- The deleted region results' (job_id, region) locks too, even with no rows of their own
+    -- left: a claim that listed one of them before this delete commits then finishes first, and
+    -- what it wrote is removed here.
+    PERFORM public.region_results_mirror_apply(
+        ARRAY(SELECT o.id FROM old_rows o ORDER BY o.id),
+        lock_keys => ARRAY(
+            SELECT public.executions_mirror_lock_key(j.id, o.region, o.id)
+            FROM old_rows o
+            LEFT JOIN public.cross_region_executions x ON x.id = o.cross_region_execution_id
+            LEFT JOIN public.jobs j ON j.jobspec_id = x.jobspec_id));
+    RETURN NULL;
+END
+$$;
