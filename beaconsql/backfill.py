@@ -12,7 +12,12 @@ never re-implements the rule. How (anchors: pgroll, GitLab's batched migrations)
   the triggers' per-(job_id, region) locks; a deadlock, serialization failure or lock timeout
   is retried with jittered backoff; a statement timeout halves the batch;
 - the cursor and counts are saved in the batch's transaction; an interrupted run resumes from
-  its cursor, a completed one clears it; a session advisory lock refuses a second runner;
+  its cursor, a completed one clears it;
+- a single runner, without session state (so that it holds through a transaction pooler): the
+  running run's row is a lease, taken in a short transaction, renewed by a heartbeat before and
+  with each batch, ended with the run; a second run is refused, naming the holder, until the
+  lease lapses (expired, or, for a direct connection, the holder's server session ended). Each
+  write of the run is fenced by the lease: a run that lost it stops, its batch rolled back;
 - ``lock_timeout`` stays below the server's ``deadlock_timeout``, so that in a deadlock with a
   writer the backfill gives up first and the writer never sees it;
 - memory holds one batch of ids, whatever the history's size.
@@ -21,18 +26,21 @@ never re-implements the rule. How (anchors: pgroll, GitLab's batched migrations)
 from __future__ import annotations
 
 import logging
+import math
+import os
 import random
+import socket
 import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
-from beaconsql import migration
+from beaconsql import db, migration
 from beaconsql.errors import (
     BackfillBusyError,
     BeaconsqlError,
@@ -43,11 +51,14 @@ from beaconsql.sqlfiles import named_queries
 
 logger = logging.getLogger(__name__)
 
-# Session advisory lock of the single runner: the bytes "bcnbkfil" as a positive bigint.
-BACKFILL_LOCK_KEY = int.from_bytes(b"bcnbkfil", "big") & 0x7FFF_FFFF_FFFF_FFFF
 NIL_UUID = uuid.UUID(int=0)
 DEFAULT_BATCH_SIZE = 500
-STATEMENT_TIMEOUT = "60s"
+STATEMENT_TIMEOUT_SECONDS = 60
+STATEMENT_TIMEOUT = f"{STATEMENT_TIMEOUT_SECONDS}s"
+# A batch attempt's statements are bounded by the statement timeout; the lease outlasts two of
+# them (plus the pause between batches) before another run may take over.
+LEASE_BATCHES = 2
+PAUSE_POLL_SECONDS = 0.1
 MAX_ATTEMPTS = 6
 
 
@@ -145,53 +156,209 @@ def backfill(
     dry_run: bool = False,
     progress: ProgressCallback | None = None,
     should_stop: Callable[[], bool] | None = None,
+    lease_seconds: float | None = None,
 ) -> Summary:
     """Backfill the database of *conn* (an autocommit connection of its own).
 
     *job* limits the run to one jobspec_id's region results; *since* to region results whose
     ``updated_at`` is at or after it; *sleep* pauses (seconds) between batches; *dry_run*
-    computes the same summary and writes nothing (no run is recorded). *progress* is called
-    with (done, total) region results after each batch; *should_stop* is polled between
-    batches: when it returns True the run stops, recorded as interrupted, resumable.
+    computes the same summary and writes nothing (no run is recorded, no lease taken; it is
+    refused while a run holds the lease). *progress* is called with (done, total) region
+    results after each batch; *should_stop* is polled between batches: when it returns True
+    the run stops, recorded as interrupted, resumable. *lease_seconds* is how long the run's
+    lease lasts without a heartbeat, i.e. how long a killed run keeps the next one out when
+    its server session cannot be seen to end (through a pooler): by default
+    :func:`default_lease_seconds`.
 
     Raises InvalidArgumentError (bad option), NotMigratedError, BackfillBusyError (another
-    run holds the lock), DatabaseUnavailableError (connection lost: rerun to resume),
-    BeaconsqlError (a batch of a single region result still ran past the statement timeout).
+    run holds the lease, or took it over from this one), DatabaseUnavailableError (connection
+    lost: rerun to resume), BeaconsqlError (a batch of a single region result still ran past
+    the statement timeout).
     """
     if not isinstance(batch_size, int) or batch_size < 1:
         raise InvalidArgumentError(f"batch size must be a positive integer, got {batch_size!r}")
-    if sleep < 0:
-        raise InvalidArgumentError(f"sleep must be >= 0 seconds, got {sleep!r}")
+    if not math.isfinite(sleep) or sleep < 0:
+        raise InvalidArgumentError(f"sleep must be a number of seconds >= 0, got {sleep!r}")
+    if lease_seconds is None:
+        lease_seconds = default_lease_seconds(sleep)
+    if not math.isfinite(lease_seconds) or lease_seconds <= 0:
+        raise InvalidArgumentError(f"lease must be a number of seconds > 0, got {lease_seconds!r}")
     if not conn.autocommit:
         raise InvalidArgumentError("backfill needs an autocommit connection of its own")
+    db.adapt_to_pooler(conn)
     migration.require_head(conn)
     started = time.monotonic()
     scope = {"job": job, "since": since}
     summary = Summary(dry_run=dry_run, scope={"job": job, "since": since and since.isoformat()})
-    _take_runner_lock(conn)
+    lease = _Lease(conn, float(lease_seconds))
+    runner = _Run(conn, lease, summary, scope, batch_size, sleep, dry_run, progress, should_stop)
     try:
-        runner = _Run(conn, summary, scope, batch_size, sleep, dry_run, progress, should_stop)
         runner.run()
     finally:
-        try:
-            conn.execute("SELECT pg_advisory_unlock(%s)", (BACKFILL_LOCK_KEY,))
-        except psycopg.Error:
-            pass  # the session is gone, and its lock with it
+        lease.release()
     summary.elapsed_seconds = round(time.monotonic() - started, 3)
     return summary
 
 
-def _take_runner_lock(conn: psycopg.Connection[Any]) -> None:
-    row = conn.execute("SELECT pg_try_advisory_lock(%s)", (BACKFILL_LOCK_KEY,)).fetchone()
-    if row and row[0]:
-        return
-    holder = conn.execute(_queries()["lock_holder"], {"key": BACKFILL_LOCK_KEY}).fetchone()
-    who = "another session"
-    if holder:
-        who = f"backend pid {holder[0]}, {holder[1] or 'no application name'}, since {holder[3]:%c}"
-    raise BackfillBusyError(
-        f"another backfill is running on this database ({who}). Wait for it to finish, or "
-        "stop it: an interrupted run resumes from its cursor."
+def default_lease_seconds(sleep: float = 0.0) -> float:
+    """Return the lease a run takes: LEASE_BATCHES batch attempts, each bounded by the statement
+    timeout, plus the pause between batches (seconds)."""
+    return float(LEASE_BATCHES * STATEMENT_TIMEOUT_SECONDS) + sleep
+
+
+@dataclass(frozen=True)
+class LeaseHolder:
+    """The run holding the single-runner lease, as ``lease_holder`` reads it."""
+
+    run_id: int
+    token: uuid.UUID
+    host: str | None
+    pid: int | None
+    application: str | None
+    taken_at: datetime
+    heartbeat_at: datetime
+    expires_at: datetime
+    heartbeat_age_seconds: float
+    lapsed: bool
+
+    def describe(self) -> str:
+        """Say who holds the lease, since when, and its last heartbeat (times in UTC)."""
+        who = ", ".join(
+            part
+            for part in (
+                f"host {self.host}" if self.host else "",
+                f"pid {self.pid}" if self.pid is not None else "",
+                f"application {self.application}" if self.application else "",
+            )
+            if part
+        )
+        return (
+            f"run #{self.run_id} ({who or 'unknown holder'}), running since {_utc(self.taken_at)}, "
+            f"last heartbeat {_utc(self.heartbeat_at)} ({self.heartbeat_age_seconds:.0f}s ago), "
+            f"lease until {_utc(self.expires_at)} unless renewed"
+        )
+
+
+def _utc(value: datetime) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def lease_holder(conn: psycopg.Connection[Any]) -> LeaseHolder | None:
+    """Return the run holding the backfill lease (lapsed or not), or None."""
+    row = conn.execute(_queries()["lease_holder"]).fetchone()
+    return None if row is None else LeaseHolder(*row)
+
+
+class _Lease:
+    """This run's hold on the single-runner lease: taken with the run's row, renewed, fenced."""
+
+    def __init__(self, conn: psycopg.Connection[Any], seconds: float) -> None:
+        self.conn = conn
+        self.seconds = seconds
+        self.token = uuid.uuid4()
+        self.run_id: int | None = None
+        self.direct = not db.behind_pooler(conn)
+
+    def params(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "token": self.token, "lease_seconds": self.seconds}
+
+    def check_free(self) -> None:
+        """Raise BackfillBusyError while a run holds the lease (for a dry run, which takes none)."""
+        holder = lease_holder(self.conn)
+        if holder is not None and not holder.lapsed:
+            raise _busy(holder)
+
+    def take(self, scope: dict[str, Any]) -> tuple[bool, tuple[Any, ...]]:
+        """Take the lease on the newest unfinished run of *scope*, or on a new run; return
+        (resumed, the run's row: id, high-water mark, cursor, phase, batches and counts). A
+        lapsed lease is reclaimed first (its run becomes 'interrupted'). Raises
+        BackfillBusyError while another run holds it."""
+        q = _queries()
+        taker = {
+            **scope,
+            "token": self.token,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "direct": self.direct,
+            "lease_seconds": self.seconds,
+        }
+        for _ in range(3):
+            try:
+                with self.conn.transaction():
+                    holder = lease_holder(self.conn)
+                    if holder is not None:
+                        if not holder.lapsed:
+                            raise _busy(holder)
+                        reclaimed = self.conn.execute(
+                            q["reclaim_lease"],
+                            {
+                                "run_id": holder.run_id,
+                                "token": holder.token,
+                                "heartbeat_at": holder.heartbeat_at,
+                            },
+                        ).fetchone()
+                        if reclaimed is None:
+                            continue  # renewed meanwhile: look again
+                        logger.info(
+                            "run #%d's lease lapsed (last heartbeat %s): taking over",
+                            holder.run_id,
+                            _utc(holder.heartbeat_at),
+                        )
+                    row = self.conn.execute(q["resume_run"], taker).fetchone()
+                    resumed = row is not None
+                    if row is None:
+                        found = self.conn.execute(q["high_water_mark"], scope).fetchone()
+                        row = self.conn.execute(
+                            q["start_run"],
+                            {**taker, "high_water_mark": found[0] if found else None},
+                        ).fetchone()
+                        assert row is not None
+                    self.run_id = int(row[0])
+                    return resumed, tuple(row)
+            except psycopg.errors.UniqueViolation:
+                continue  # another run took the lease at the same moment: look again
+        holder = lease_holder(self.conn)
+        if holder is not None:
+            raise _busy(holder)
+        raise BackfillBusyError(
+            "could not take the backfill lease: other runs kept taking it. Rerun in a moment."
+        )
+
+    def renew(self) -> None:
+        """Heartbeat: extend the lease; raise BackfillBusyError if this run lost it."""
+        self.fenced("heartbeat", self.params())
+
+    def fenced(self, query: str, params: dict[str, Any]) -> None:
+        """Run a write of this run that holds only while it holds the lease."""
+        if self.conn.execute(_queries()[query], params).fetchone() is None:
+            holder = lease_holder(self.conn)
+            raise BackfillBusyError(
+                f"backfill run #{self.run_id} lost its lease"
+                + (f" to {holder.describe()}" if holder and holder.token != self.token else "")
+                + ": no heartbeat came within its lease of "
+                f"{self.seconds:g}s (a batch, a pause or the server took longer). Nothing is "
+                "half-done; rerun `beaconsql backfill` once no other run holds the lease."
+            )
+
+    def release(self) -> None:
+        """End the lease if this run still holds it, recording the run as interrupted (a run
+        stopped by an exception that was not recorded, e.g. a second Ctrl-C)."""
+        if self.run_id is None:
+            return
+        try:
+            self.conn.execute(
+                _queries()["stop_run"], {**self.params(), "status": "interrupted", "error": None}
+            )
+        except psycopg.Error:
+            pass  # the connection is gone: the lease lapses with its session, or expires
+
+
+def _busy(holder: LeaseHolder) -> BackfillBusyError:
+    return BackfillBusyError(
+        f"another backfill is running on this database: {holder.describe()}. Wait for it to "
+        "finish, or stop it (Ctrl-C or SIGTERM: it stops after its batch and resumes from its "
+        "cursor next time); a killed run's lease lapses once its server session has ended, "
+        "or, through a connection pooler, when the lease expires."
     )
 
 
@@ -201,6 +368,7 @@ class _Run:
     def __init__(
         self,
         conn: psycopg.Connection[Any],
+        lease: _Lease,
         summary: Summary,
         scope: dict[str, Any],
         batch_size: int,
@@ -210,6 +378,7 @@ class _Run:
         should_stop: Callable[[], bool] | None,
     ) -> None:
         self.conn = conn
+        self.lease = lease
         self.summary = summary
         self.scope = scope
         self.batch_size = batch_size
@@ -226,13 +395,13 @@ class _Run:
 
     def run(self) -> None:
         q = _queries()
+        self._open()
         if not self.dry_run:
             for (table,) in self.conn.execute(q["never_analyzed"]).fetchall():
                 logger.info("analyzing %s (it has no statistics yet)", table)
                 self.conn.execute(sql.SQL("ANALYZE public.{}").format(sql.Identifier(table)))
             row = self.conn.execute(q["executions_size"]).fetchone()
             self.rows_at_analyze = int(row[0]) if row else 0
-        self._open()
         total = 0
         if self.phase == "region_results" and self.high_water_mark is not None:
             row = self.conn.execute(
@@ -258,9 +427,7 @@ class _Run:
                 self.phase = "orphans"
                 self.cursor = NIL_UUID
                 if not self.dry_run:
-                    self.conn.execute(
-                        q["set_phase"], {"phase": "orphans", "run_id": self.summary.run_id}
-                    )
+                    self.lease.fenced("set_phase", {**self.lease.params(), "phase": "orphans"})
             # Deleted region results have no updated_at: a --since run leaves them to others.
             if self.phase == "orphans" and self.scope["since"] is None:
                 while True:
@@ -282,7 +449,7 @@ class _Run:
             self._record_stop("failed", migration.describe(exc))
             raise
         if not self.dry_run:
-            self.conn.execute(q["finish_run"], {"run_id": self.summary.run_id})
+            self.lease.fenced("finish_run", self.lease.params())
         self.summary.complete = True
         logger.info(
             "backfill complete: %d region results examined, %d executions rows changed",
@@ -291,33 +458,25 @@ class _Run:
         )
 
     def _open(self) -> None:
-        """Resume an unfinished run of the same scope, or start one (not for a dry run)."""
-        q = _queries()
-        if not self.dry_run:
-            row = self.conn.execute(q["open_run"], self.scope).fetchone()
-            if row is not None:
-                (run_id, hwm, cursor, phase, batches, *counts) = row
-                self.summary.run_id, self.summary.resumed = int(run_id), True
-                self.high_water_mark = hwm
-                self.cursor = cursor or NIL_UUID
-                self.phase = str(phase)
-                self.summary.batches = int(batches)
-                for name, value in zip(
-                    ("examined", *COUNTS, "max_batch_rows"), counts, strict=True
-                ):
-                    setattr(self.summary, name, int(value))
-                logger.info(
-                    "resuming backfill run %s from %s (%s)", run_id, self.cursor, self.phase
-                )
-                return
-        row = self.conn.execute(q["high_water_mark"], self.scope).fetchone()
-        self.high_water_mark = row[0] if row else None
-        if not self.dry_run:
-            row = self.conn.execute(
-                q["start_run"], {**self.scope, "high_water_mark": self.high_water_mark}
-            ).fetchone()
-            assert row is not None
-            self.summary.run_id = int(row[0])
+        """Take the lease: on an unfinished run of the same scope, resumed, or on a new one.
+        A dry run takes no lease and records no run, but is refused while a run holds it."""
+        if self.dry_run:
+            self.lease.check_free()
+            row = self.conn.execute(_queries()["high_water_mark"], self.scope).fetchone()
+            self.high_water_mark = row[0] if row else None
+            return
+        resumed, row = self.lease.take(self.scope)
+        (run_id, hwm, cursor, phase, batches, *counts) = row
+        self.summary.run_id, self.summary.resumed = int(run_id), resumed
+        self.high_water_mark = hwm
+        if not resumed:
+            return
+        self.cursor = cursor or NIL_UUID
+        self.phase = str(phase)
+        self.summary.batches = int(batches)
+        for name, value in zip(("examined", *COUNTS, "max_batch_rows"), counts, strict=True):
+            setattr(self.summary, name, int(value))
+        logger.info("resuming backfill run %s from %s (%s)", run_id, self.cursor, self.phase)
 
     def _stopping(self) -> bool:
         if not self.should_stop():
@@ -331,21 +490,30 @@ class _Run:
             return
         try:
             self.conn.execute(
-                _queries()["stop_run"],
-                {"status": status, "error": error, "run_id": self.summary.run_id},
+                _queries()["stop_run"], {**self.lease.params(), "status": status, "error": error}
             )
         except psycopg.Error:
             logger.warning("could not record the backfill run as %s", status)
 
     def _pause(self) -> None:
-        if self.sleep:
-            time.sleep(self.sleep)
+        """Sleep between batches, waking early when asked to stop: a long pause must not hold
+        up Ctrl-C."""
+        if not self.sleep:
+            return
+        deadline = time.monotonic() + self.sleep
+        while not self.should_stop():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(left, PAUSE_POLL_SECONDS))
 
     def _batch(self, query: str) -> int:
         """Run one batch in its own transaction, with retries; return the ids it examined."""
         attempt = 0
         while True:
             attempt += 1
+            if not self.dry_run:
+                self.lease.renew()
             try:
                 return self._batch_once(query, last_attempt=attempt >= MAX_ATTEMPTS)
             except RETRYABLE as exc:
@@ -369,8 +537,10 @@ class _Run:
     def _batch_once(self, query: str, *, last_attempt: bool = False) -> int:
         q = _queries()
         with self.conn.transaction():
-            self.conn.execute(f"SET LOCAL lock_timeout = '{self.lock_timeout}'")
-            self.conn.execute(f"SET LOCAL statement_timeout = '{STATEMENT_TIMEOUT}'")
+            self.conn.execute(
+                q["batch_timeouts"],
+                {"lock_timeout": self.lock_timeout, "statement_timeout": STATEMENT_TIMEOUT},
+            )
             ids = [
                 row[0]
                 for row in self.conn.execute(
@@ -394,10 +564,10 @@ class _Run:
                 counts["inserted"] + counts["updated"] + counts["deleted"] + counts["detached"]
             )
             if not self.dry_run:
-                self.conn.execute(
-                    q["save_progress"],
+                self.lease.fenced(
+                    "save_progress",
                     {
-                        "run_id": self.summary.run_id,
+                        **self.lease.params(),
                         "cursor": ids[-1],
                         "phase": self.phase,
                         "examined": len(ids),
@@ -443,6 +613,16 @@ class _Run:
 
 
 def last_runs(conn: psycopg.Connection[Any]) -> dict[str, Any]:
-    """Return the last completed run and the unfinished one (for ``beaconsql status``)."""
+    """Return the last completed run and the newest unfinished one (for ``beaconsql status``).
+
+    The unfinished run's ``status`` is 'running' only while it holds the lease; a run recorded
+    'running' whose lease lapsed (its process was killed, or a second Ctrl-C ended it before it
+    could say so) is reported 'interrupted': a rerun resumes it.
+    """
     row = conn.execute(_queries()["last_runs"]).fetchone()
-    return {"last_completed": row[0] if row else None, "unfinished": row[1] if row else None}
+    done, unfinished = (row[0], row[1]) if row else (None, None)
+    if unfinished is not None and unfinished["status"] == "running":
+        holder = lease_holder(conn)
+        if holder is None or holder.run_id != unfinished["id"] or holder.lapsed:
+            unfinished["status"] = "interrupted"
+    return {"last_completed": done, "unfinished": unfinished}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import signal
 import sys
 from collections.abc import Callable, Iterator
@@ -172,6 +173,13 @@ class JobspecId(click.ParamType):  # type: ignore[type-arg]  # generic from clic
         return text
 
 
+def _finite(value: float | None, param: click.Parameter, ctx: click.Context) -> float | None:
+    """Refuse nan (which passes click's range checks) for a float option."""
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"{value!r} is not a finite number", ctx, param)
+    return value
+
+
 class IsoTimestamp(click.ParamType):  # type: ignore[type-arg]  # generic from click 8.2
     """An ISO 8601 timestamp; without a zone it is UTC."""
 
@@ -265,6 +273,17 @@ class _StopFlag:
     show_default=True,
     help="Seconds to pause between batches.",
 )
+@click.option(
+    "--lease",
+    "lease_seconds",
+    type=click.FloatRange(min=1, max=86_400),
+    callback=lambda ctx, param, value: _finite(value, param, ctx),
+    metavar="SECONDS",
+    help="How long the run's lease lasts without a heartbeat: a killed run whose end the "
+    "server cannot see (through a pooler) keeps other runs out this long. "
+    f"[default: {backfill_module.LEASE_BATCHES} x the batch statement timeout "
+    f"({backfill_module.STATEMENT_TIMEOUT}) + --sleep]",
+)
 @click.option("--dry-run", is_flag=True, help="Report what would change; write nothing.")
 @json_option
 def backfill_command(
@@ -273,14 +292,16 @@ def backfill_command(
     job: str | None,
     since: datetime | None,
     sleep: float,
+    lease_seconds: float | None,
     dry_run: bool,
     as_json: bool,
 ) -> None:
     """Mirror every region result that is not mirrored, and repair drift, online.
 
     Keyset batches up to a high-water mark, each a short transaction taking the triggers'
-    locks; resumable (an interrupted run continues from its cursor) and single-runner.
-    Ctrl-C or SIGTERM stops after the current batch.
+    locks; resumable (an interrupted run continues from its cursor) and single-runner (a lease
+    renewed by each batch: works through a transaction pooler). Ctrl-C or SIGTERM stops after
+    the current batch.
 
     \b
     Example:
@@ -300,6 +321,7 @@ def backfill_command(
                 sleep=sleep,
                 dry_run=dry_run,
                 should_stop=lambda: stop.raised,
+                lease_seconds=lease_seconds,
             )
             if sys.stderr.isatty() and not as_json:
                 with Progress(

@@ -3,14 +3,20 @@
 This is the one module that reads the environment. Resolution order for the DSN:
 ``--dsn`` (passed in) > ``BEACONSQL_DATABASE_URL`` > ``DATABASE_URL``. Only ``beaconsql demo``
 falls back to the embedded server when none is set (see :mod:`beaconsql.embedded`).
+
+Connection poolers (PgBouncer in transaction mode, as managed services run it) hand each
+transaction to any server session: beaconsql keeps no session state across transactions, and
+uses no server-side prepared statements through one (:func:`adapt_to_pooler`).
 """
 
 from __future__ import annotations
 
 import os
 import re
+import weakref
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import platformdirs
 import psycopg
@@ -143,7 +149,12 @@ def with_dbname(dsn: str, dbname: str) -> str:
 
 
 def connect(dsn: str, *, autocommit: bool = False) -> psycopg.Connection[tuple[object, ...]]:
-    """Open a connection to *dsn*.
+    """Open a connection to *dsn*, with no server-side prepared statements.
+
+    psycopg prepares a statement on its fifth execution; a transaction pooler cannot keep it
+    (``prepared statement "_pg3_0" does not exist``). beaconsql's own connections serve one
+    command each, whose repeated statements (the backfill's and verify's batches) cost the same
+    unprepared: prepared statements are off whatever the path (docs/operations.md, "Poolers").
 
     Raises :class:`DatabaseUnavailableError` naming the server (password hidden) and the next
     step when the server cannot be reached or refuses the connection.
@@ -154,6 +165,7 @@ def connect(dsn: str, *, autocommit: bool = False) -> psycopg.Connection[tuple[o
             autocommit=autocommit,
             application_name=APPLICATION_NAME,
             connect_timeout=10,
+            prepare_threshold=None,
         )
     except psycopg.Error as exc:
         reason = redact_text(str(exc).strip().splitlines()[0] if str(exc).strip() else "", dsn)
@@ -161,3 +173,35 @@ def connect(dsn: str, *, autocommit: bool = False) -> psycopg.Connection[tuple[o
             f"cannot connect to {redact_dsn(dsn)}: {reason}. "
             "Check that the server is running and that the DSN is right."
         ) from None
+
+
+_POOLED: weakref.WeakKeyDictionary[psycopg.Connection[Any], bool] = weakref.WeakKeyDictionary()
+
+
+def behind_pooler(conn: psycopg.Connection[Any]) -> bool:
+    """Tell whether *conn* reaches PostgreSQL through a connection pooler (cached per connection).
+
+    The signal: the process id the server handed the client at connect time (BackendKeyData,
+    ``conn.info.backend_pid``) is that of the session serving it, unless something between
+    them answered the connection itself. PgBouncer (and the other poolers) hand clients a key
+    of their own, since a client's statements may be served by any of their server sessions;
+    ``pg_backend_pid()`` then names another process. Costs one query on first use.
+    """
+    pooled = _POOLED.get(conn)
+    if pooled is None:
+        row = conn.execute("SELECT pg_backend_pid()", prepare=False).fetchone()
+        pooled = row is None or int(row[0]) != conn.info.backend_pid
+        _POOLED[conn] = pooled
+    return pooled
+
+
+def adapt_to_pooler(conn: psycopg.Connection[Any]) -> None:
+    """Turn psycopg's automatic prepared statements off on *conn* when it goes through a pooler.
+
+    For connections beaconsql is handed (the writer's, the portal's): direct, a statement
+    prepared after five executions saves its planning (the portal read: 4-5x faster);
+    through a transaction pooler it fails (``prepared statement "_pg3_0" does not exist``),
+    so there ``prepare_threshold`` becomes None, for the caller's own statements too.
+    """
+    if conn.prepare_threshold is not None and behind_pooler(conn):
+        conn.prepare_threshold = None

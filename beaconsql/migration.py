@@ -61,6 +61,26 @@ def current_revision(conn: psycopg.Connection[Any]) -> str | None:
     return None if row is None else str(row[0])
 
 
+def require_direct(conn: psycopg.Connection[Any]) -> None:
+    """Raise :class:`MigrationError` when *conn* goes through a connection pooler.
+
+    Revisions need a session of their own: ``CREATE INDEX CONCURRENTLY`` cannot run in a
+    transaction, so its ``lock_timeout`` must be a session setting, which a transaction pooler
+    would neither keep for the next statement nor keep from its next client.
+    """
+    from beaconsql import db
+
+    if db.behind_pooler(conn):
+        raise MigrationError(
+            "the DSN goes through a connection pooler (the server session answering is not "
+            "the one this connection opened): migrations need a direct connection, since "
+            "CREATE INDEX CONCURRENTLY runs outside a transaction and its lock_timeout must "
+            "hold for the whole session. Nothing was changed. Next step: rerun with --dsn (or "
+            "BEACONSQL_DATABASE_URL) naming the PostgreSQL server itself (its host and port, "
+            "not the pooler's); the other commands work through the pooler."
+        )
+
+
 def require_head(conn: psycopg.Connection[Any]) -> None:
     """Raise :class:`NotMigratedError` unless *conn*'s database is at the head revision."""
     current = current_revision(conn)
@@ -110,6 +130,7 @@ def _run(
     from beaconsql import db
 
     with db.connect(dsn, autocommit=True) as conn:
+        require_direct(conn)
         before = current_revision(conn)
     try:
         # Alembic prints nothing to stdout online; keep it that way for --json users.

@@ -8,6 +8,9 @@ the runner's API returns them (SPEC "Portal reads"; runner-app.md section 3).
 - :func:`progress`: what the portal's Live Progress shows, per region, model and question.
 
 Rows the view derives for a region result that is not mirrored yet have ``"id": null``.
+Directly, psycopg's prepared statements make a repeated read several times faster (planning
+the view is most of its cost); through a pooler they are turned off
+(:func:`beaconsql.db.adapt_to_pooler`).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import class_row
 
+from beaconsql import db
 from beaconsql.errors import InvalidArgumentError
 from beaconsql.sqlfiles import named_queries
 
@@ -89,6 +93,7 @@ def read_executions(
         raise InvalidArgumentError(f"limit must be >= 0, got {limit}")
     if offset < 0:
         raise InvalidArgumentError(f"offset must be >= 0, got {offset}")
+    db.adapt_to_pooler(conn)
     with conn.cursor(row_factory=class_row(ExecutionRow)) as cur:
         return cur.execute(
             _queries()["executions"], {"jobspec_id": jobspec_id, "limit": limit, "offset": offset}
@@ -187,6 +192,7 @@ def job_with_executions(
     ``status`` are null for an unknown job. *limit* is 1..200 (runner-app.md section 3.2)."""
     if not 1 <= limit <= PAGE_LIMIT_MAX:
         raise InvalidArgumentError(f"limit must be within 1..{PAGE_LIMIT_MAX}, got {limit}")
+    db.adapt_to_pooler(conn)
     job = conn.execute(_queries()["job"], {"jobspec_id": jobspec_id}).fetchone()
     spec: dict[str, Any] | None = None
     status = None
@@ -291,6 +297,7 @@ def progress(conn: psycopg.Connection[Any], jobspec_id: str) -> Progress:
     models × questions, never less than the rows shown; done = completed + failed + cancelled.
     An unknown job gives an empty progress (expected 0).
     """
+    db.adapt_to_pooler(conn)
     job = conn.execute(_queries()["job"], {"jobspec_id": jobspec_id}).fetchone()
     dims = conn.execute(_queries()["progress_dimensions"], {"jobspec_id": jobspec_id}).fetchone()
     rows = conn.execute(_queries()["progress_rows"], {"jobspec_id": jobspec_id}).fetchall()

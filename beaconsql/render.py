@@ -128,7 +128,18 @@ def status_report(console: Console, s: status.Status) -> None:
             "backfill: last completed run "
             + (f"#{done['id']} finished {done['finished_at']}" if done else "none")
         )
-        if open_run:
+        if open_run and open_run["status"] == "running":
+            holder = ", ".join(
+                f"{key} {open_run[f'lease_{key}']}"
+                for key in ("host", "pid", "application")
+                if open_run.get(f"lease_{key}") is not None
+            )
+            console.print(
+                f"backfill: run #{open_run['id']} running at {open_run['phase']} cursor "
+                f"{open_run['cursor']} ({holder}; last heartbeat {open_run['heartbeat_at']}, "
+                f"lease until {open_run['lease_expires_at']} unless renewed)"
+            )
+        elif open_run:
             console.print(
                 f"backfill: run #{open_run['id']} {open_run['status']} at {open_run['phase']} "
                 f"cursor {open_run['cursor']} (rerun `beaconsql backfill` to resume)"

@@ -9,7 +9,7 @@ from typing import Any
 
 import psycopg
 
-from beaconsql import backfill, migration
+from beaconsql import backfill, db, migration
 from beaconsql.sqlfiles import named_queries
 
 
@@ -56,6 +56,7 @@ class Status:
 
 def status(conn: psycopg.Connection[Any]) -> Status:
     """Return the state of *conn*'s database; parts a revision has not created yet are None."""
+    db.adapt_to_pooler(conn)
     revision = migration.current_revision(conn)
     head = migration.head_revision()
     triggers: list[TriggerState] = []

@@ -19,7 +19,7 @@ from typing import Any
 
 import psycopg
 
-from beaconsql import migration
+from beaconsql import db, migration
 from beaconsql.errors import InvalidArgumentError
 from beaconsql.sqlfiles import named_queries
 
@@ -106,6 +106,7 @@ def verify(
     """
     if batch_size < 1:
         raise InvalidArgumentError(f"batch size must be a positive integer, got {batch_size!r}")
+    db.adapt_to_pooler(conn)
     migration.require_head(conn)
     q = _queries()
     report = Report()

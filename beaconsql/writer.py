@@ -2,7 +2,9 @@
 ``region_results`` only: the mirror triggers derive ``executions`` (SPEC "The writer").
 
 The caller owns the transaction: every function takes an open psycopg connection, runs its
-statements on it and commits nothing. Arguments are checked first; a bad one raises
+statements on it and commits nothing. A default psycopg connection works directly and through
+a transaction pooler (PgBouncer): there, psycopg's automatic prepared statements are turned off
+on it (:func:`beaconsql.db.adapt_to_pooler`). Arguments are checked first; a bad one raises
 :class:`~beaconsql.errors.InvalidArgumentError` before anything is written.
 
 Typical use, one region of the worked example::
@@ -30,6 +32,7 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
+from beaconsql import db
 from beaconsql.errors import InvalidArgumentError, NotMigratedError
 from beaconsql.sqlfiles import named_queries
 
@@ -48,6 +51,14 @@ MAX_JOBSPEC_ID = 255
 
 def _queries() -> Mapping[str, Any]:
     return named_queries("queries/writer.sql")
+
+
+def _execute(
+    conn: psycopg.Connection[Any], name: str, params: Mapping[str, Any]
+) -> psycopg.Cursor[Any]:
+    """Run the named query on the caller's connection (prepared statements off behind a pooler)."""
+    db.adapt_to_pooler(conn)
+    return conn.execute(_queries()[name], params)
 
 
 @dataclass(frozen=True)
@@ -141,8 +152,9 @@ def create_job(
     )
     _require_json("jobspec", jobspec)
     _require_choice("status", status, JOB_STATUSES)
-    row = conn.execute(
-        _queries()["create_job"],
+    row = _execute(
+        conn,
+        "create_job",
         {
             "jobspec_id": jobspec_id,
             "jobspec_data": Jsonb(dict(jobspec)),
@@ -186,8 +198,9 @@ def start_run(
         raise InvalidArgumentError(
             f"min_success_rate must be within [0, 1], got {min_success_rate!r}"
         )
-    row = conn.execute(
-        _queries()["start_run"],
+    row = _execute(
+        conn,
+        "start_run",
         {
             "run_id": _require_uuid("run_id", run_id or uuid.uuid4()),
             "jobspec_id": jobspec_id,
@@ -217,8 +230,9 @@ def start_region(
     _require_text("region", region, MAX_REGION)
     if provider_id is not None:
         _require_text("provider_id", provider_id, MAX_PROVIDER_ID)
-    row = conn.execute(
-        _queries()["start_region"],
+    row = _execute(
+        conn,
+        "start_region",
         {
             "region_result_id": _require_uuid("region_result_id", region_result_id or uuid.uuid4()),
             "run_id": _require_uuid("run_id", run_id),
@@ -297,8 +311,9 @@ def record_pair(
         receipt=receipt,
         error=error,
     )
-    row = conn.execute(
-        _queries()["record_pair"],
+    row = _execute(
+        conn,
+        "record_pair",
         {
             "region_result_id": _require_uuid("region_result_id", region_result_id),
             "model_id": model_id,
@@ -343,7 +358,7 @@ def finish_region(
         "error_message": error_message,
     }
     try:
-        row = conn.execute(_queries()["finish_region"], params).fetchone()
+        row = _execute(conn, "finish_region", params).fetchone()
     except psycopg.errors.UndefinedFunction as exc:
         raise NotMigratedError(
             "finish_region counts pairs with beaconsql's functions of revision 0002 "
@@ -369,8 +384,9 @@ def finish_run(
     ``min_regions_required`` and ``min_success_rate``; the jobs row becomes completed, failed,
     or running for a partial run (chk_jobs_status has no partial; runner-app.md section 2.4).
     """
-    row = conn.execute(
-        _queries()["finish_run"],
+    row = _execute(
+        conn,
+        "finish_run",
         {
             "run_id": _require_uuid("run_id", run_id),
             "completed_at": _require_time("completed_at", completed_at),
@@ -379,5 +395,5 @@ def finish_run(
     if row is None:
         raise InvalidArgumentError(f"run {run_id} does not exist; start it with start_run()")
     run_status, jobspec_id = str(row[0]), str(row[1])
-    conn.execute(_queries()["set_job_status"], {"run_status": run_status, "jobspec_id": jobspec_id})
+    _execute(conn, "set_job_status", {"run_status": run_status, "jobspec_id": jobspec_id})
     return RunSummary(status=run_status, success_count=int(row[2]), failure_count=int(row[3]))

@@ -2,7 +2,8 @@
 
 The DSN comes from ``-x dsn=…``, else the one :func:`beaconsql.migration.upgrade` passes, else
 beaconsql's own resolution (``BEACONSQL_DATABASE_URL``, then ``DATABASE_URL``). Offline mode
-(``--sql``) needs none. Each revision runs in its own transaction with ``lock_timeout`` set;
+(``--sql``) needs none. A connection through a pooler is refused (revisions need a session of
+their own). Each revision runs in its own transaction with ``lock_timeout`` set;
 one that cannot get a lock in time is retried (at most LOCK_ATTEMPTS tries in all), then the
 run fails naming the statement and the sessions it waited for. Autogenerate is not used:
 the runner's tables are not modelled here, and autogenerate would propose dropping them.
@@ -23,7 +24,7 @@ from sqlalchemy.pool import NullPool
 
 from beaconsql import db
 from beaconsql.errors import MigrationError
-from beaconsql.migration import LOCK_ATTEMPTS, LOCK_TIMEOUT
+from beaconsql.migration import LOCK_ATTEMPTS, LOCK_TIMEOUT, require_direct
 
 config = context.config
 if config.config_file_name:  # the alembic CLI; beaconsql's own callers configure logging
@@ -108,6 +109,7 @@ def run_migrations_with(connection: Any) -> None:
     """
     if connection.in_transaction():
         connection.commit()
+    require_direct(connection.connection.driver_connection)
     connection.exec_driver_sql(LOCK_SETTING)
     connection.commit()
     context.configure(connection=connection, transaction_per_migration=True)
@@ -132,6 +134,7 @@ def run_migrations_online() -> None:
         with engine.connect() as connection:
             driver = connection.connection.driver_connection
             driver.add_notice_handler(_log_notice)
+            require_direct(driver)
             driver.execute(LOCK_SETTING)
             context.configure(connection=connection, transaction_per_migration=True)
             try:

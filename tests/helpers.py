@@ -213,19 +213,15 @@ def wait_for_batches(
 
 
 def wait_lock_released(conn: psycopg.Connection[Any], limit: float = 30.0) -> None:
-    """Wait until no session holds the single-runner lock (a killed client's backend exits)."""
+    """Wait until no live run holds the backfill lease (a killed client's server session has
+    ended, or its lease expired)."""
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
-        row = conn.execute(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
-            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
-            "AND ((classid::bigint << 32) | objid::bigint) = %s",
-            (backfill.BACKFILL_LOCK_KEY,),
-        ).fetchone()
-        if row == (0,):
+        holder = backfill.lease_holder(conn)
+        if holder is None or holder.lapsed:
             return
         time.sleep(0.05)
-    raise AssertionError("the killed backfill's session still holds the lock")
+    raise AssertionError(f"a backfill still holds the lease: {backfill.lease_holder(conn)}")
 
 
 def wait_blocked_or_done(

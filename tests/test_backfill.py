@@ -453,6 +453,8 @@ def test_sigkill_then_rerun_resumes_and_is_exact(db: Any, dsn: str) -> None:
     done_before = killed["examined"]
     assert 0 < done_before < total
     wait_lock_released(db)
+    # Recorded 'running', but no live session holds its lease: status says interrupted.
+    assert backfill.last_runs(db)["unfinished"]["status"] == "interrupted"
 
     result = cli(["backfill", "--dsn", dsn, "--batch-size", "50", "--json"])
     assert result.exit_code == 0, result.output
@@ -589,6 +591,56 @@ def test_sigterm_stops_after_the_batch_records_interrupted_and_a_rerun_completes
     assert_matches_oracle(db)
 
 
+def test_double_ctrl_c_mid_batch_leaves_an_interrupted_run_that_status_reports(
+    db: Any, dsn: str, connect: Any
+) -> None:
+    """A second Ctrl-C aborts the batch in flight (here waiting for a (job_id, region) lock a
+    writer holds): exit 1, no traceback; the batch is rolled back whole; the run is recorded
+    'interrupted' and `status` says so (once it said 'running' for the dead run); a rerun
+    resumes it and completes."""
+    write_bulk_legacy(db, "ctrlc", 20)
+    total = region_result_count(db)
+    ordered = fetch(
+        db,
+        "SELECT i.region_result_id AS id, i.job_id, i.region "
+        "FROM region_results_mirror_inputs i ORDER BY 1",
+    )
+    target = ordered[len(ordered) // 2]
+    holder = connect(autocommit=False)
+    hold_mirror_lock(holder, target["job_id"], target["region"], target["id"])
+    proc = cli_process(["backfill", "--dsn", dsn, "--batch-size", "5"])
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            if waiting_backends(db):
+                break
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        holder.rollback()
+    assert proc.returncode == 1, (out, err)
+    assert "Traceback" not in err
+    run = last_run(db)
+    assert run["status"] == "interrupted"
+    assert run["examined"] == 5 * run["batches"] <= len(ordered) // 2
+    assert mirrored_count(db) == run["inserted"]
+    status = cli(["status", "--dsn", dsn, "--json"])
+    assert json.loads(status.stdout)["backfill"]["unfinished"]["status"] == "interrupted"
+    assert f"backfill: run #{run['id']} interrupted" in cli(["status", "--dsn", dsn]).stdout
+
+    summary = run_backfill(dsn, batch_size=50)
+    assert summary.resumed and summary.complete and summary.run_id == run["id"]
+    assert summary.examined == total
+    assert_matches_oracle(db)
+
+
 def test_stop_during_the_deleted_region_results_pass_resumes_there(
     db: Any, dsn: str, connect: Any
 ) -> None:
@@ -625,34 +677,99 @@ def test_stop_during_the_deleted_region_results_pass_resumes_there(
     assert_matches_oracle(db)
 
 
-def test_second_concurrent_backfill_is_refused(db: Any, dsn: str, connect: Any) -> None:
-    """The single-runner lock: while another session holds it, the library raises
-    BackfillBusyError and the CLI exits 1 saying another backfill is running; nothing is
-    written. Two processes: the second is refused while the first runs, which completes."""
+def hold_lease(conn: psycopg.Connection[Any], *, seconds: float = 3600) -> int:
+    """Record a run holding the backfill lease for *seconds*, as another host's process
+    would (no server session to watch): return its id."""
+    row = conn.execute(
+        "INSERT INTO region_results_backfill_runs (lease_token, lease_host, lease_pid, "
+        "lease_application, lease_taken_at, heartbeat_at, lease_expires_at) "
+        "VALUES (gen_random_uuid(), 'ops-host', 4242, 'psql', "
+        "timestamptz '2026-01-02 03:04:05+00', clock_timestamp(), "
+        "clock_timestamp() + make_interval(secs => %s)) RETURNING id",
+        (seconds,),
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_second_concurrent_backfill_is_refused(db: Any, dsn: str) -> None:
+    """The single-runner lease: while another run holds it, the library raises
+    BackfillBusyError naming the holder (host, pid, application, since when, last heartbeat)
+    and the CLI exits 1 saying so, as does a dry run; nothing is written. Two processes: the
+    second is refused, naming the first, while the first runs; the first then stops when
+    asked and a rerun completes.
+
+    Once (one full run in three) the second process was not refused: the first run, 40
+    region results in batches of 5 with 0.2 s pauses, could finish within the second
+    process's start-up on a loaded machine. A race in the test, not the code: the first now
+    pauses for minutes after its first batch, so it provably holds the lease while the
+    second starts, and stops at once when asked (pauses wake on Ctrl-C or SIGTERM)."""
     write_bulk_legacy(db, "busy", 20)
-    holder = connect()
-    holder.execute("SELECT pg_advisory_lock(%s)", (backfill.BACKFILL_LOCK_KEY,))
+    held = hold_lease(db)
     before = snapshot(db)
-    with pytest.raises(BackfillBusyError, match="another backfill is running"):
+    with pytest.raises(BackfillBusyError) as refused:
         run_backfill(dsn)
+    message = str(refused.value)
+    assert f"another backfill is running on this database: run #{held} (host ops-host, " in (
+        message
+    )
+    assert "pid 4242, application psql), running since 2026-01-02 03:04:05 UTC" in message
+    assert "last heartbeat " in message and "lease until " in message
+    with pytest.raises(BackfillBusyError, match=f"run #{held}"):
+        run_backfill(dsn, dry_run=True)
     result = cli(["backfill", "--dsn", dsn])
     assert result.exit_code == 1
-    assert "another backfill is running" in result.stderr
+    assert f"FAILED: another backfill is running on this database: run #{held}" in result.stderr
     assert "Traceback" not in result.output
     assert snapshot(db) == before
-    assert db.execute("SELECT count(*) FROM region_results_backfill_runs").fetchone() == (0,)
-    holder.execute("SELECT pg_advisory_unlock(%s)", (backfill.BACKFILL_LOCK_KEY,))
+    assert db.execute("SELECT count(*) FROM region_results_backfill_runs").fetchone() == (1,)
+    db.execute("DELETE FROM region_results_backfill_runs")
 
-    first = cli_process(["backfill", "--dsn", dsn, "--batch-size", "5", "--sleep", "0.2"])
+    first = cli_process(["backfill", "--dsn", dsn, "--batch-size", "5", "--sleep", "600"])
     try:
         wait_for_batches(db, first, 1)
         second = cli_run(["backfill", "--dsn", dsn])
+        assert first.poll() is None, first.communicate()
     finally:
         first.send_signal(signal.SIGTERM)
-        first.communicate(timeout=60)
-    assert second.returncode == 1
-    assert "another backfill is running" in second.stderr and "Traceback" not in second.stderr
+        out, err = first.communicate(timeout=60)
+    assert second.returncode == 1, (second.stdout, second.stderr)
+    assert "another backfill is running on this database: run #" in second.stderr
+    assert f"pid {first.pid}, application beaconsql)" in second.stderr
+    assert "Traceback" not in second.stderr
+    assert first.returncode == 1 and "stopped early: 5 region results examined" in out, err
+    run = last_run(db)
+    assert (run["status"], run["examined"]) == ("interrupted", 5)
     assert db.execute("SELECT count(*) FROM region_results_backfill_runs").fetchone() == (1,)
+    summary = run_backfill(dsn)
+    assert summary.resumed and summary.complete and summary.run_id == run["id"]
+    assert summary.examined == region_result_count(db)
+
+
+def test_a_run_that_lost_its_lease_stops_with_its_batch_rolled_back(db: Any, dsn: str) -> None:
+    """Fencing: once another run has taken the lease over (as a run resuming this one after
+    its lease expired does), this run's next write finds it gone: BackfillBusyError naming the
+    new holder; nothing more is mirrored and the other run's record stays as it took it."""
+    write_bulk_legacy(db, "fence", 10)
+    taken = False
+
+    def take_over() -> bool:
+        nonlocal taken
+        if not taken and last_run(db)["batches"] >= 2:
+            taken = True
+            db.execute(
+                "UPDATE region_results_backfill_runs SET lease_token = gen_random_uuid(), "
+                "lease_host = 'other-host', lease_pid = 99, lease_backend_pid = NULL "
+                "WHERE status = 'running'"
+            )
+        return False
+
+    with pytest.raises(BackfillBusyError, match="lost its lease to run #.*host other-host"):
+        run_backfill(dsn, batch_size=5, should_stop=take_over)
+    run = last_run(db)
+    assert (run["status"], run["lease_host"], run["batches"]) == ("running", "other-host", 2)
+    assert mirrored_count(db) == 10 * 9
+    assert len(not_mirrored(db)) == region_result_count(db) - 10
 
 
 # ============================================================================================

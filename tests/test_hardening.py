@@ -55,7 +55,7 @@ from oracle import VOCAB, assert_matches_oracle
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from beaconsql import backfill, embedded, migration, portal, seed, verify, writer
+from beaconsql import embedded, migration, portal, seed, verify, writer
 from beaconsql.errors import MigrationError, NotMigratedError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -171,15 +171,13 @@ def last_run(conn: psycopg.Connection[Any]) -> dict[str, Any]:
 
 def backfill_backend(conn: psycopg.Connection[Any]) -> tuple[int, str]:
     """The backend pid and current query text of the running ``beaconsql backfill``: the
-    session of application_name 'beaconsql' holding the single-runner advisory lock."""
+    server session its lease records (a direct connection)."""
     row = conn.execute(
-        "SELECT a.pid, a.query FROM pg_stat_activity a JOIN pg_locks l ON l.pid = a.pid "
-        "WHERE a.datname = current_database() AND a.application_name = 'beaconsql' "
-        "AND l.locktype = 'advisory' AND l.granted "
-        "AND ((l.classid::bigint << 32) | l.objid::bigint) = %s",
-        (backfill.BACKFILL_LOCK_KEY,),
+        "SELECT a.pid, a.query FROM region_results_backfill_runs r "
+        "JOIN pg_stat_activity a ON a.pid = r.lease_backend_pid "
+        "WHERE r.status = 'running' AND a.application_name = 'beaconsql'"
     ).fetchone()
-    assert row is not None, "no beaconsql backfill session holds the single-runner lock"
+    assert row is not None, "no beaconsql backfill session holds the lease"
     return int(row[0]), str(row[1])
 
 
@@ -645,7 +643,7 @@ def test_backfill_connection_terminated_exits_1_and_a_rerun_completes_exactly(
     db: psycopg.Connection[Any], password_dsn: str
 ) -> None:
     """``pg_terminate_backend`` on the backfill's session (application_name 'beaconsql', the
-    holder of the single-runner lock) from another session: exit 1, "lost the connection …
+    one its lease records) from another session: exit 1, "lost the connection …
     rerun", no traceback, no password (the DSN carries one); nothing half-done (exactly the
     saved batches are mirrored); the rerun resumes and completes exactly."""
     write_bulk_legacy(db, "kill", 40)
