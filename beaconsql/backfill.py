@@ -21,6 +21,7 @@ never re-implements the rule. How (anchors: pgroll, GitLab's batched migrations)
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
 import uuid
@@ -47,6 +48,9 @@ logger = logging.getLogger(__name__)
 BACKFILL_LOCK_KEY = int.from_bytes(b"bcnbkfil", "big") & 0x7FFF_FFFF_FFFF_FFFF
 NIL_UUID = uuid.UUID(int=0)
 DEFAULT_BATCH_SIZE = 500
+# A batch is one short transaction holding its region results' locks: beyond this it is not short.
+MAX_BATCH_SIZE = 100_000
+MAX_SLEEP = 3600.0  # seconds between batches; more is a mistake, not a throttle
 STATEMENT_TIMEOUT = "60s"
 MAX_ATTEMPTS = 6
 RETRYABLE = (
@@ -140,10 +144,12 @@ def backfill(
     run holds the lock), DatabaseUnavailableError (connection lost: rerun to resume),
     BeaconsqlError (a batch of a single region result still ran past the statement timeout).
     """
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise InvalidArgumentError(f"batch size must be a positive integer, got {batch_size!r}")
-    if sleep < 0:
-        raise InvalidArgumentError(f"sleep must be >= 0 seconds, got {sleep!r}")
+    if not isinstance(batch_size, int) or not 1 <= batch_size <= MAX_BATCH_SIZE:
+        raise InvalidArgumentError(
+            f"batch size must be an integer from 1 to {MAX_BATCH_SIZE}, got {batch_size!r}"
+        )
+    if not math.isfinite(sleep) or not 0 <= sleep <= MAX_SLEEP:
+        raise InvalidArgumentError(f"sleep must be from 0 to {MAX_SLEEP:g} seconds, got {sleep!r}")
     if not conn.autocommit:
         raise InvalidArgumentError("backfill needs an autocommit connection of its own")
     migration.require_head(conn)

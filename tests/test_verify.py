@@ -426,7 +426,8 @@ def test_verify_job_option_restricts_findings(db: Any, dsn: str) -> None:
     assert data["region_results_examined"] == 1
     assert {f["region_result_id"] for f in data["findings"]} == {str(run_b.region_result_ids["US"])}
     result = cli(["verify", "--dsn", dsn, "--job", "no-such-job"])
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output  # an unknown job, named (tests/test_cli.py)
+    assert result.stderr.startswith("FAILED: no job 'no-such-job'")
 
 
 def test_verify_job_option_reports_the_jobs_deleted_region_results(db: Any, dsn: str) -> None:
