@@ -59,6 +59,9 @@ STATEMENT_TIMEOUT = f"{STATEMENT_TIMEOUT_SECONDS}s"
 # them (plus the pause between batches) before another run may take over.
 LEASE_BATCHES = 2
 PAUSE_POLL_SECONDS = 0.1
+# A batch is one short transaction holding its region results' locks: beyond this it is not short.
+MAX_BATCH_SIZE = 100_000
+MAX_SLEEP = 3600.0  # seconds between batches; more is a mistake, not a throttle
 MAX_ATTEMPTS = 6
 
 
@@ -175,10 +178,12 @@ def backfill(
     lost: rerun to resume), BeaconsqlError (a batch of a single region result still ran past
     the statement timeout).
     """
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise InvalidArgumentError(f"batch size must be a positive integer, got {batch_size!r}")
-    if not math.isfinite(sleep) or sleep < 0:
-        raise InvalidArgumentError(f"sleep must be a number of seconds >= 0, got {sleep!r}")
+    if not isinstance(batch_size, int) or not 1 <= batch_size <= MAX_BATCH_SIZE:
+        raise InvalidArgumentError(
+            f"batch size must be an integer from 1 to {MAX_BATCH_SIZE}, got {batch_size!r}"
+        )
+    if not math.isfinite(sleep) or not 0 <= sleep <= MAX_SLEEP:
+        raise InvalidArgumentError(f"sleep must be from 0 to {MAX_SLEEP:g} seconds, got {sleep!r}")
     if lease_seconds is None:
         lease_seconds = default_lease_seconds(sleep)
     if not math.isfinite(lease_seconds) or lease_seconds <= 0:

@@ -11,28 +11,24 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
+import shlex
+import shutil
 import signal
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import partial, wraps
+from pathlib import Path
 from types import FrameType
 from typing import Any, TypeVar
 
 import click
 import psycopg
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskProgressColumn,
-    TextColumn,
-    TimeRemainingColumn,
-)
 
-from beaconsql import __version__, db, migration, portal, render, roles, seed
+from beaconsql import __version__, db, jobs, migration, portal, render, roles, seed
 from beaconsql import backfill as backfill_module
 from beaconsql import demo as demo_module
 from beaconsql import status as status_module
@@ -42,11 +38,19 @@ from beaconsql.errors import BeaconsqlError
 F = TypeVar("F", bound=Callable[..., Any])
 logger = logging.getLogger("beaconsql")
 
-# Data is printed as it is: no rich markup (answers contain [brackets]), no highlighting; when
-# piped, a width that fits the tables.
-stdout = Console(
-    markup=False, highlight=False, emoji=False, width=None if sys.stdout.isatty() else 140
-)
+LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
+# PostgreSQL's bigint, the largest OFFSET (and count) the server takes.
+BIGINT_MAX = 2**63 - 1
+
+
+def stdout() -> Console:
+    """The console for results. Data is printed as it is: no rich markup (answers contain
+    [brackets]), no highlighting. Its width is the terminal's, else COLUMNS, else (piped) one
+    that fits the tables."""
+    fixed = sys.stdout.isatty() or os.environ.get("COLUMNS", "").isdigit()
+    return Console(markup=False, highlight=False, emoji=False, width=None if fixed else 140)
+
+
 stderr = Console(stderr=True, markup=False, highlight=False, emoji=False)
 
 # What to do next when PostgreSQL refuses a statement, by SQLSTATE class.
@@ -59,6 +63,8 @@ _NEXT_STEP = {
     "55P03": "a lock was not granted in time (another transaction holds it): rerun off-peak.",
     "42501": "the connected role lacks a privilege: connect as the database owner.",
     "42P01": "an object is missing: run `beaconsql upgrade` first.",
+    "42703": "a column is missing: `beaconsql status` compares the database's revision with its "
+    "objects, and `beaconsql upgrade` repairs a wrong stamp.",
 }
 
 
@@ -115,31 +121,36 @@ def main(debug: bool) -> None:
         export BEACONSQL_DATABASE_URL=postgresql://postgres@127.0.0.1:5432/beacon
         beaconsql upgrade && beaconsql backfill && beaconsql verify
     """
-    logging.basicConfig(
-        level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    logging.basicConfig(level=logging.WARNING, format=LOG_FORMAT, stream=sys.stderr)
     logging.getLogger("beaconsql").setLevel(logging.DEBUG if debug else logging.INFO)
     # Which SQL file a revision runs is detail; `beaconsql upgrade` shows the revisions.
     logging.getLogger("beaconsql.ddl").setLevel(logging.DEBUG if debug else logging.WARNING)
 
 
-def dsn_option(function: F) -> F:
-    """Add ``--dsn`` to a command and pass the resolved DSN on as ``dsn``."""
+def _dsn_option(*, required: bool) -> Callable[[F], F]:
+    def decorate(function: F) -> F:
+        @click.option(
+            "--dsn",
+            metavar="DSN",
+            help="Database to use (default: BEACONSQL_DATABASE_URL, "
+            "else DATABASE_URL). Prefer the environment: a --dsn is visible to `ps`.",
+        )
+        @wraps(function)
+        def wrapper(*args: Any, dsn: str | None, **kwargs: Any) -> Any:
+            ctx = click.get_current_context()
+            found = db.find_dsn(dsn)
+            ctx.meta["beaconsql.dsn"] = found
+            return function(*args, dsn=db.resolve_dsn(dsn) if required else found, **kwargs)
 
-    @click.option(
-        "--dsn",
-        metavar="DSN",
-        help="Database to use (default: BEACONSQL_DATABASE_URL, "
-        "else DATABASE_URL). Prefer the environment: a --dsn is visible to `ps`.",
-    )
-    @wraps(function)
-    def wrapper(*args: Any, dsn: str | None, **kwargs: Any) -> Any:
-        ctx = click.get_current_context()
-        found = db.find_dsn(dsn)
-        ctx.meta["beaconsql.dsn"] = found
-        return function(*args, dsn=db.resolve_dsn(dsn), **kwargs)
+        return wrapper  # type: ignore[return-value]
 
-    return wrapper  # type: ignore[return-value]
+    return decorate
+
+
+# Add ``--dsn`` to a command and pass the resolved DSN on as ``dsn``; the optional form passes
+# None when nothing is configured (commands that can work without a database).
+dsn_option = _dsn_option(required=True)
+optional_dsn_option = _dsn_option(required=False)
 
 
 def json_option(function: F) -> F:
@@ -157,6 +168,17 @@ def database(dsn: str, *, at_head: bool = True) -> Iterator[psycopg.Connection[A
         if at_head:
             migration.require_head(conn)
         yield conn
+
+
+class FiniteFloatRange(click.FloatRange):
+    """A float within bounds, and a number: ``nan`` passes every comparison, so click's range
+    alone lets it through."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return number
 
 
 class JobspecId(click.ParamType):  # type: ignore[type-arg]  # generic from click 8.2
@@ -199,29 +221,127 @@ class IsoTimestamp(click.ParamType):  # type: ignore[type-arg]  # generic from c
         return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+def _running_revisions_only(record: logging.LogRecord) -> bool:
+    return record.getMessage().startswith("Running ")
+
+
+def _show_revisions_running() -> None:
+    """Let Alembic's "Running upgrade …" lines through to stderr (progress, during long index
+    builds), not its chatter about the connection."""
+    log = logging.getLogger("alembic.runtime.migration")
+    log.setLevel(logging.INFO)
+    if _running_revisions_only not in log.filters:
+        log.addFilter(_running_revisions_only)
+
+
 @main.command()
-@dsn_option
+@optional_dsn_option
 @click.option("--revision", default="head", show_default=True, help="Target revision.")
 @click.option("--sql", "offline", is_flag=True, help="Print the SQL script instead of running it.")
-def upgrade(dsn: str, revision: str, offline: bool) -> None:
+@json_option
+def upgrade(dsn: str | None, revision: str, offline: bool, as_json: bool) -> None:
     """Migrate the database to the newest revision (alembic upgrade head).
 
-    On a database the runner built, the first revision adopts its schema and rows as they are.
+    On a database the runner built, the first revision adopts its schema and rows as they are,
+    and the report says so: the tables verified, each column and object added. A database
+    stamped above what its objects show (after `alembic stamp`) is re-stamped first. Going
+    down is `beaconsql downgrade`. --sql needs no database.
 
     \b
     Example:
         beaconsql upgrade
         beaconsql upgrade --sql > upgrade.sql   # review, then: psql -f upgrade.sql
     """
-    logging.getLogger("alembic.runtime.migration").setLevel(logging.INFO)
-    result = migration.upgrade(dsn, revision, sql=offline)
-    if isinstance(result, str):
-        click.echo(result)
+    if offline:
+        script = migration.upgrade(None, revision, sql=True)
+        assert isinstance(script, str)
+        click.echo(script)
         return
-    if result.before == result.after:
-        click.echo(f"already at revision {result.after}")
+    migration.resolve_revision(revision)  # a usage error, before the DSN is even looked at
+    _show_revisions_running()
+    result = migration.upgrade(db.resolve_dsn(dsn), revision)
+    assert isinstance(result, migration.UpgradeResult)
+    if as_json:
+        print_json(result.to_dict())
     else:
-        click.echo(f"upgraded {result.before or 'empty database'} -> {result.after}")
+        render.upgrade_report(stdout(), result)
+
+
+@main.command()
+@optional_dsn_option
+@click.argument("revision")
+@click.option("--sql", "offline", is_flag=True, help="Print the SQL script instead of running it.")
+@json_option
+def downgrade(dsn: str | None, revision: str, offline: bool, as_json: bool) -> None:
+    """Migrate the database down to REVISION (alembic downgrade), from the installed package.
+
+    Down to 0002 drops the portal's view; to 0001 also the mirror (its triggers, functions and
+    mirrored rows: switch the runner's dual write back on first); to base also what the
+    baseline created (never an adopted column, never a table holding rows). With --sql,
+    REVISION is a range (0004:0002) and no database is needed.
+
+    \b
+    Example:
+        beaconsql history
+        beaconsql downgrade 0002
+    """
+    if offline:
+        script = migration.downgrade(None, revision, sql=True)
+        assert isinstance(script, str)
+        click.echo(script)
+        return
+    migration.resolve_revision(revision, allow_base=True)  # a usage error, before the DSN
+    _show_revisions_running()
+    result = migration.downgrade(db.resolve_dsn(dsn), revision)
+    assert isinstance(result, migration.UpgradeResult)
+    if as_json:
+        print_json(result.to_dict())
+    else:
+        render.downgrade_report(stdout(), result)
+
+
+@main.command()
+@dsn_option
+@json_option
+def current(dsn: str, as_json: bool) -> None:
+    """Show the revision the database is at (alembic current), and whether its objects agree.
+
+    \b
+    Example:
+        beaconsql current
+    """
+    with database(dsn, at_head=False) as conn:
+        state = migration.schema_state(conn)
+    if as_json:
+        print_json({"revision": state.stamped, "head": state.head, **state.to_dict()})
+        return
+    marks = " (head)" if state.stamped == state.head else f" (head is {state.head})"
+    click.echo(f"{state.stamped or 'none (never migrated)'}{marks}")
+    if not state.agrees:
+        click.echo(f"stamp and objects disagree: {state.describe()}", err=True)
+
+
+@main.command()
+@json_option
+def history(as_json: bool) -> None:
+    """List the revisions this installation carries, newest first (alembic history).
+
+    Needs no database.
+
+    \b
+    Example:
+        beaconsql history
+    """
+    revisions = migration.revisions()
+    if as_json:
+        print_json(
+            [
+                {"revision": r.id, "down_revision": r.down_revision, "summary": r.summary}
+                for r in reversed(revisions)
+            ]
+        )
+        return
+    render.history(stdout(), revisions)
 
 
 @main.command("status")
@@ -239,7 +359,27 @@ def status_command(dsn: str, as_json: bool) -> None:
     if as_json:
         print_json(result.to_dict())
     else:
-        render.status_report(stdout, result)
+        render.status_report(stdout(), result)
+
+
+@contextmanager
+def _logging_above(console: Console) -> Iterator[None]:
+    """Send log lines through *console* while a progress bar is live on it, so that they print
+    above the bar instead of through it."""
+
+    class ThroughConsole(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            console.print(self.format(record), soft_wrap=True)
+
+    root = logging.getLogger()
+    saved = root.handlers[:]
+    handler = ThroughConsole()
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    root.handlers = [handler]
+    try:
+        yield
+    finally:
+        root.handlers = saved
 
 
 class _StopFlag:
@@ -259,7 +399,7 @@ class _StopFlag:
 @dsn_option
 @click.option(
     "--batch-size",
-    type=click.IntRange(min=1),
+    type=click.IntRange(1, backfill_module.MAX_BATCH_SIZE),
     default=backfill_module.DEFAULT_BATCH_SIZE,
     show_default=True,
     help="Region results per batch transaction.",
@@ -268,7 +408,7 @@ class _StopFlag:
 @click.option("--since", type=IsoTimestamp(), help="Only region results updated at or after this.")
 @click.option(
     "--sleep",
-    type=click.FloatRange(min=0),
+    type=FiniteFloatRange(0, backfill_module.MAX_SLEEP),
     default=0.0,
     show_default=True,
     help="Seconds to pause between batches.",
@@ -312,6 +452,8 @@ def backfill_command(
     previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         with database(dsn) as conn:
+            if job is not None:
+                jobs.require_known(conn, job)
             run = partial(
                 backfill_module.backfill,
                 conn,
@@ -324,18 +466,12 @@ def backfill_command(
                 lease_seconds=lease_seconds,
             )
             if sys.stderr.isatty() and not as_json:
-                with Progress(
-                    TextColumn("backfill"),
-                    BarColumn(),
-                    MofNCompleteColumn(),
-                    TaskProgressColumn(show_speed=True),
-                    TimeRemainingColumn(),
-                    console=stderr,
-                ) as bar:
-                    task = bar.add_task("backfill", total=None)
-                    summary = run(
-                        progress=lambda done, total: bar.update(task, completed=done, total=total)
-                    )
+                bar = render.BackfillBar(stderr)
+                try:
+                    with _logging_above(stderr):
+                        summary = run(progress=bar)
+                finally:
+                    bar.close()
             else:
                 summary = run()
     finally:
@@ -344,7 +480,7 @@ def backfill_command(
     if as_json:
         print_json(summary.to_dict())
     else:
-        render.backfill_summary(stdout, summary)
+        render.backfill_summary(stdout(), summary)
     if not summary.complete:
         sys.exit(1)
 
@@ -364,11 +500,13 @@ def verify_command(dsn: str, job: str | None, as_json: bool) -> None:
         beaconsql verify --json || beaconsql backfill
     """
     with database(dsn) as conn:
+        if job is not None:
+            jobs.require_known(conn, job)
         report = verify_module.verify(conn, job=job)
     if as_json:
         print_json(report.to_dict())
     else:
-        render.verify_report(stdout, report)
+        render.verify_report(stdout(), report)
     sys.exit(report.exit_code)
 
 
@@ -380,21 +518,23 @@ def verify_command(dsn: str, job: str | None, as_json: bool) -> None:
     type=click.IntRange(1, portal.PAGE_LIMIT_MAX),
     help="Page size: prints the GET /api/v1/jobs/{id}?include=executions shape.",
 )
-@click.option("--offset", type=click.IntRange(min=0), help="Rows to skip (with --limit).")
+@click.option("--offset", type=click.IntRange(0, BIGINT_MAX), help="Rows to skip (with --limit).")
 @json_option
 def executions_command(
     dsn: str, jobspec_id: str, limit: int | None, offset: int | None, as_json: bool
 ) -> None:
     """Show a job's executions as the portal reads them (from executions_unified).
 
-    --json prints GET /api/v1/jobs/{id}/executions/all: {"executions": [...]}, [] for an
-    unknown job. With --limit/--offset it prints the paged ?include=executions shape.
+    --json prints GET /api/v1/jobs/{id}/executions/all: {"executions": [...]}, [] for a job
+    without rows. With --limit/--offset it prints the paged ?include=executions shape. A job
+    that does not exist (no jobs row, no run) exits 1 naming the closest jobspec ids.
 
     \b
     Example:
         beaconsql executions bias-detection-1760288315095 --json | jq '.executions | length'
     """
     with database(dsn) as conn:
+        jobs.require_known(conn, jobspec_id)
         if limit is not None or offset is not None:
             result = portal.job_with_executions(
                 conn, jobspec_id, limit=limit or portal.PAGE_LIMIT_DEFAULT, offset=offset or 0
@@ -411,7 +551,7 @@ def executions_command(
                 print_json(result)
                 return
             items = result["executions"]
-    render.executions(stdout, jobspec_id, items)
+    render.executions(stdout(), jobspec_id, items)
 
 
 @main.command("progress")
@@ -421,16 +561,19 @@ def executions_command(
 def progress_command(dsn: str, jobspec_id: str, as_json: bool) -> None:
     """Show a job's progress: a region × model by question grid, and % done per dimension.
 
+    A job that does not exist (no jobs row, no run) exits 1 naming the closest jobspec ids.
+
     \b
     Example:
         beaconsql progress bias-detection-1760288315095
     """
     with database(dsn) as conn:
+        jobs.require_known(conn, jobspec_id)
         result = portal.progress(conn, jobspec_id)
     if as_json:
         print_json(result.to_dict())
     else:
-        render.progress(stdout, result)
+        render.progress(stdout(), result)
 
 
 @main.command("grant")
@@ -526,14 +669,16 @@ def demo_command(dsn: str | None, stop: bool, as_json: bool) -> None:
         if as_json:
             print_json({"data_dir": str(data_dir), "stopped": stopped})
         else:
-            stdout.print(
+            stdout().print(
                 f"embedded PostgreSQL in {data_dir} "
                 + ("stopped" if stopped else "was not running")
             )
         return
     server = db.find_dsn(dsn)
     click.get_current_context().meta["beaconsql.dsn"] = server
+    embedded_dir: Path | None = None
     if server is None:
+        embedded.ensure_installed()
         data_dir = db.resolve_embedded_data_dir()
         action = "using" if embedded.is_running(data_dir) else "starting"
         stderr.print(f"no database configured: {action} the embedded PostgreSQL in {data_dir}")
@@ -543,6 +688,7 @@ def demo_command(dsn: str | None, stop: bool, as_json: bool) -> None:
             "command (`beaconsql demo --stop` stops it)"
         )
         server = running.dsn("postgres")
+        embedded_dir = data_dir
     result = demo_module.run(server, step=lambda text: stderr.print(f"· {text}"))
     if as_json:
         print_json(
@@ -563,10 +709,11 @@ def demo_command(dsn: str | None, stop: bool, as_json: bool) -> None:
                 },
                 "second_backfill": result.second_backfill.to_dict(),
                 "verify": result.report.to_dict(),
+                "next_commands": _next_commands(result, embedded_dir=embedded_dir),
             }
         )
         return
-    out = stdout
+    out = stdout()
     out.rule(f"1. {seed.SEED_JOBSPEC_ID}, recorded through the writer (mirrored by the triggers)")
     render.executions(out, result.writer_job.jobspec_id, result.writer_job.executions["executions"])
     render.progress(out, result.writer_job.progress)
@@ -575,6 +722,7 @@ def demo_command(dsn: str | None, stop: bool, as_json: bool) -> None:
         out, result.legacy_before.jobspec_id, result.legacy_before.executions["executions"]
     )
     render.progress(out, result.legacy_before.progress)
+    out.print(_legacy_note(result.legacy_before))
     out.rule("3. beaconsql backfill")
     render.backfill_summary(out, result.first_backfill)
     out.print("a second run: ", end="")
@@ -589,6 +737,58 @@ def demo_command(dsn: str | None, stop: bool, as_json: bool) -> None:
         f"\nThe demo database is {result.database}; rerun `make demo` any time "
         "(it starts from a fresh database)."
     )
+    out.print("Next, try these (runnable as printed, from this directory):")
+    for line in _next_commands(result, embedded_dir=embedded_dir):
+        out.print(f"  {line}", soft_wrap=True)
+
+
+def _legacy_note(view: demo_module.JobView) -> str:
+    """One line on why the legacy job shows failed pairs: one answer per region row."""
+    items = view.executions["executions"]
+    failed = sum(1 for i in items if i.get("original_error") == "no result recorded")
+    regions = len(view.progress.regions)
+    pairs = len(view.progress.models) * len(view.progress.questions)
+    return (
+        f"Why {failed} pairs failed: the runner's legacy region rows hold one answer per region "
+        f"(execution_output.data), so each of the {regions} regions yields 1 completed pair of "
+        f"its {pairs}; the others are 'no result recorded'."
+    )
+
+
+def _program() -> str:
+    """How to call this command again, as the user did: ``beaconsql`` when that is on PATH,
+    else the path it was run by (``.venv/bin/beaconsql`` under ``make demo``), else through
+    this interpreter."""
+    argv0 = sys.argv[0] if sys.argv else ""
+    if Path(argv0).name == "beaconsql" and Path(argv0).exists():
+        on_path = shutil.which("beaconsql")
+        if on_path and Path(on_path).resolve() == Path(argv0).resolve():
+            return "beaconsql"
+        return shlex.quote(argv0)
+    return f"{shlex.quote(sys.executable)} -m beaconsql.cli"
+
+
+def _next_commands(result: demo_module.DemoResult, *, embedded_dir: Path | None) -> list[str]:
+    """The commands to run after the demo, against its database, runnable as printed (in a
+    new shell too: a data directory other than the default is spelt out)."""
+    program = _program()
+    lines = [f"export BEACONSQL_DATABASE_URL={shlex.quote(result.connection)}"]
+    if result.password_left_out:
+        lines[0] += "   # the password is left out: set PGPASSWORD, or use ~/.pgpass"
+    lines += [
+        f"{program} progress {seed.SEED_JOBSPEC_ID}",
+        f"{program} executions {seed.LEGACY_JOBSPEC_ID}",
+        f"{program} verify",
+        f"{program} status",
+    ]
+    if embedded_dir is not None:
+        default = embedded_dir == db.resolve_embedded_data_dir({})
+        where = "" if default else f"{db.DATA_DIR_VARIABLE}={shlex.quote(str(embedded_dir))} "
+        lines.append(f"{where}{program} demo --stop   # stops the embedded server")
+    activate = Path(program).parent / "activate"
+    if program != "beaconsql" and Path(program).name == "beaconsql" and activate.exists():
+        lines.append(f". {shlex.quote(str(activate))}   # then plain `beaconsql` works too")
+    return lines
 
 
 if __name__ == "__main__":  # pragma: no cover

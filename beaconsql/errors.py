@@ -41,3 +41,30 @@ class InvalidArgumentError(BeaconsqlError, ValueError):
 
 class BackfillBusyError(BeaconsqlError):
     """Another backfill holds the single-runner lock on this database."""
+
+
+class UnknownJobError(BeaconsqlError):
+    """No jobs row and no run has this jobspec id; ``closest`` holds the nearest ids there are."""
+
+    def __init__(self, jobspec_id: str, closest: list[str], *, any_jobs: bool = True) -> None:
+        self.jobspec_id = jobspec_id
+        self.closest = closest
+        if closest:
+            hint = f"closest jobspec ids: {', '.join(closest)}"
+        elif any_jobs:
+            hint = "no jobspec id there is close to it"
+        else:
+            hint = "the database holds no jobs yet"
+        super().__init__(
+            f"no job {_shown(jobspec_id)} (no jobs row and no run has that jobspec id); {hint}. "
+            "Check the id: it is the jobspec id the portal shows, e.g. "
+            "bias-detection-1760288315095."
+        )
+
+
+def _shown(text: str, limit: int = 80) -> str:
+    """Quote *text* for a one-line message: escaped (newlines, control and bidi characters), and
+    cut to *limit* characters with its length when longer."""
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}… ({len(text)} characters)"

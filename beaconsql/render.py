@@ -5,12 +5,19 @@ Every function takes a rich Console and a library result; none reads the databas
 
 from __future__ import annotations
 
-from typing import Any
+from collections import Counter
+from collections.abc import Callable
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
 
+from rich.cells import cell_len
 from rich.console import Console
 from rich.table import Table
 
-from beaconsql import backfill, portal, status, verify
+from beaconsql import backfill, migration, portal, status, verify
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 STATUS_MARKS = {
     "completed": "✓ completed",
@@ -21,31 +28,83 @@ STATUS_MARKS = {
 }
 
 
+def say(console: Console, text: str) -> None:
+    """Print one line of a report as it is: no wrapping (the terminal wraps it), so that a
+    script reading the output gets whole lines."""
+    console.print(text, soft_wrap=True)
+
+
 def _short(text: object, width: int) -> str:
     value = "" if text is None else str(text).replace("\n", " ")
     return value if len(value) <= width else value[: width - 1] + "…"
 
 
+EXECUTION_COLUMNS = ("id", "region", "model", "question", "status", "started", "answer / error")
+ANSWER_WIDTH = 50
+# What narrows first when the table is wider than the terminal, and how far: the answer to a
+# readable width, then started goes altogether, then the answer, question and model narrow
+# further; id, region and status never do (they are what a reader looks for).
+_ANSWER_READABLE = 20
+_SQUEEZE = (("answer / error", 12), ("question", 10), ("model", 8))
+
+
+def _table_width(widths: dict[str, int]) -> int:
+    """Width of a table of these column widths in rich's default box: a border left, right and
+    between columns, one space of padding each side of a cell."""
+    return sum(widths.values()) + 3 * len(widths) + 1
+
+
+def _column_widths(width: int, rows: list[tuple[str, ...]]) -> dict[str, int]:
+    """Fit the executions table into *width* columns (see _SQUEEZE)."""
+    need = {
+        name: max(cell_len(name), *(cell_len(row[i]) for row in rows))
+        for i, name in enumerate(EXECUTION_COLUMNS)
+    }
+    need["answer / error"] = min(need["answer / error"], ANSWER_WIDTH)
+    answer = need["answer / error"]
+    need["answer / error"] = max(
+        min(answer, _ANSWER_READABLE), answer - max(0, _table_width(need) - width)
+    )
+    if _table_width(need) > width:
+        del need["started"]
+        need["answer / error"] = answer
+    for name, floor in _SQUEEZE:
+        excess = _table_width(need) - width
+        if excess > 0:
+            need[name] = max(min(floor, need[name]), need[name] - excess)
+    return need
+
+
 def executions(console: Console, jobspec_id: str, items: list[dict[str, Any]]) -> None:
-    """Print the portal's executions of a job as a table."""
+    """Print the portal's executions of a job as a table that fits the console (at 80
+    columns: id, region, model, question, status and the answer, cut short)."""
     if not items:
-        console.print(f"No executions for {jobspec_id} (unknown job, or nothing recorded yet).")
+        console.print(f"No executions for {jobspec_id} (nothing recorded yet).")
         return
-    table = Table(title=f"{jobspec_id}: {len(items)} executions", title_justify="left")
-    for column in ("id", "region", "model", "question", "status", "started"):
-        table.add_column(column, no_wrap=True)
-    table.add_column("answer / error", overflow="ellipsis", no_wrap=True, max_width=50)
+    rows: list[tuple[str, ...]] = []
     for item in items:
         output = item.get("output")
         answer = output.get("response") if isinstance(output, dict) else output
+        rows.append(
+            (
+                "—" if item["id"] is None else str(item["id"]),
+                str(item["region"]),
+                str(item["model_id"]),
+                str(item.get("question_id", "")),
+                STATUS_MARKS.get(item["status"], str(item["status"])),
+                str(item["started_at"]),
+                _short(
+                    answer if answer is not None else item.get("original_error", ""), ANSWER_WIDTH
+                ),
+            )
+        )
+    widths = _column_widths(console.width, rows)
+    table = Table(title=f"{jobspec_id}: {len(items)} executions", title_justify="left")
+    for name, width in widths.items():
+        table.add_column(name, no_wrap=True, overflow="ellipsis", width=width)
+    for row in rows:
         table.add_row(
-            "—" if item["id"] is None else str(item["id"]),
-            item["region"],
-            item["model_id"],
-            item.get("question_id", ""),
-            STATUS_MARKS.get(item["status"], item["status"]),
-            item["started_at"],
-            _short(answer if answer is not None else item.get("original_error", ""), 50),
+            *(cell for name, cell in zip(EXECUTION_COLUMNS, row, strict=True) if name in widths)
         )
     console.print(table)
     if any(i["id"] is None for i in items):
@@ -102,7 +161,9 @@ def status_report(console: Console, s: status.Status) -> None:
     console.print(
         f"revision: {rev} (head {s.head}){'' if s.up_to_date else ' — run `beaconsql upgrade`'}"
     )
-    if s.revision is None:
+    if not s.schema.agrees:
+        say(console, f"stamp and objects disagree: {s.schema.describe()}")
+    if s.schema.objects is None:
         return
     if s.triggers:
         state = "active" if s.mirror_active else "NOT active"
@@ -184,3 +245,120 @@ def verify_report(console: Console, r: verify.Report) -> None:
             f"{d['rows']} rows {d['execution_ids']}"
         )
     console.print(f"detached rows (now direct): {len(r.detached)}")
+
+
+def _revision_lines(console: Console, verb: str, revisions: list[migration.Revision]) -> None:
+    for r in revisions:
+        say(console, f"  {verb} {r.id}: {r.summary}")
+
+
+def _created_summary(created: list[tuple[str, str]]) -> str:
+    """'6 tables (jobs, …), 30 indexes, …' for what an upgrade created on an empty database."""
+    kinds = Counter(kind for kind, _ in created)
+    tables = [name for kind, name in created if kind == "table"]
+    parts = [f"{len(tables)} tables ({', '.join(tables)})"] if tables else []
+    plural = {"index": "indexes"}
+    parts += [
+        f"{n} {kind if n == 1 else plural.get(kind, kind + 's')}"
+        for kind, n in kinds.items()
+        if kind != "table"
+    ]
+    return ", ".join(parts)
+
+
+def upgrade_report(console: Console, r: migration.UpgradeResult) -> None:
+    """Print what ``beaconsql upgrade`` did: a re-stamp, the baseline's adoption (tables
+    verified, each column and object added) or creation, the revisions run, the move."""
+    if r.restamped_from is not None:
+        held = (
+            f"held the objects of {r.started_from} only; ran the revisions after it again"
+            if r.started_from
+            else "held none of beaconsql's objects; ran every revision"
+        )
+        say(console, f"re-stamped: the database was stamped at {r.restamped_from} but {held}")
+    b = r.baseline
+    if b is not None and b.adopted:
+        say(console, "adopted the runner's database (its rows untouched)")
+        say(console, f"  verified tables: {', '.join(b.verified)}")
+        for column in b.added_columns:
+            say(console, f"  added column {column}")
+        for kind, name in b.created:
+            say(console, f"  created {kind} {name}")
+        if not b.added_columns and not b.created:
+            say(console, "  nothing was missing: no column or object added")
+    elif b is not None:
+        say(console, "created the runner's schema (an empty database)")
+        say(console, f"  created {_created_summary(b.created)}")
+    _revision_lines(console, "ran", r.applied)
+    if r.applied:
+        say(console, f"upgraded {r.started_from or 'an unmigrated database'} -> {r.after}")
+    else:
+        say(console, f"already at revision {r.after}")
+
+
+def downgrade_report(console: Console, r: migration.UpgradeResult) -> None:
+    """Print what ``beaconsql downgrade`` undid."""
+    _revision_lines(console, "undid", r.applied)
+    if r.applied:
+        say(console, f"downgraded {r.before} -> {r.after or 'base (nothing of beaconsql left)'}")
+    else:
+        say(console, f"already at revision {r.after or 'base'}")
+
+
+def history(console: Console, revisions: list[migration.Revision]) -> None:
+    """Print the revisions newest first, as ``alembic history`` does, marking the head."""
+    head = revisions[-1].id if revisions else None
+    for r in reversed(revisions):
+        mark = " (head)" if r.id == head else ""
+        say(console, f"{r.down_revision or 'base'} -> {r.id}{mark}, {r.summary}")
+
+
+class BackfillBar:
+    """The backfill's progress bar on a terminal: done/total, percent and time left.
+
+    Shown from the first callback (when the run knows its total, from the high-water mark),
+    not while it is still preparing. The time left is the average rate since then applied to
+    what remains, so it shows from the first batch on (rich's own estimate needs two).
+    *get_time* (seconds) is for tests.
+    """
+
+    def __init__(self, console: Console, *, get_time: Callable[[], float] | None = None) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            ProgressColumn,
+            Task,
+            TaskProgressColumn,
+            TextColumn,
+        )
+        from rich.progress import Progress as RichProgress
+        from rich.text import Text
+
+        class TimeLeft(ProgressColumn):
+            def render(self, task: Task) -> Text:
+                if task.finished:
+                    return Text("done")
+                if not task.total or not task.completed or not task.elapsed:
+                    return Text("ETA -:--:--")
+                left = task.elapsed * (task.total - task.completed) / task.completed
+                return Text(f"ETA {timedelta(seconds=round(left))}")
+
+        self.progress: Progress = RichProgress(
+            TextColumn("backfill"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TaskProgressColumn(),
+            TimeLeft(),
+            console=console,
+            get_time=get_time,
+        )
+        self.task: Any = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.task is None:
+            self.progress.start()
+            self.task = self.progress.add_task("backfill", total=total)
+        self.progress.update(self.task, completed=done, total=total)
+
+    def close(self) -> None:
+        self.progress.stop()

@@ -130,7 +130,8 @@ def verify(
                         jobspec,
                         "changed while triggers were skipped"
                         if has_state
-                        else "written while triggers were skipped (never mirrored)",
+                        else "not mirrored yet (written before the mirror was installed, or "
+                        "while its triggers were skipped)",
                     )
                 )
         ids = [row[0] for row in batch]

@@ -3,9 +3,13 @@
 The DSN comes from ``-x dsn=…``, else the one :func:`beaconsql.migration.upgrade` passes, else
 beaconsql's own resolution (``BEACONSQL_DATABASE_URL``, then ``DATABASE_URL``). Offline mode
 (``--sql``) needs none. A connection through a pooler is refused (revisions need a session of
-their own). Each revision runs in its own transaction with ``lock_timeout`` set;
-one that cannot get a lock in time is retried (at most LOCK_ATTEMPTS tries in all), then the
-run fails naming the statement and the sessions it waited for. Autogenerate is not used:
+their own). Run by the ``alembic`` command, a failure ends the process with one ``FAILED: …``
+line and the next step, as ``beaconsql`` does (``--raiseerr`` shows the traceback);
+beaconsql's own callers get the exception.
+
+Each revision runs in its own transaction with ``lock_timeout`` set; one that cannot get a
+lock in time is retried (at most LOCK_ATTEMPTS tries in all), then the run fails naming the
+statement and the sessions it waited for. Autogenerate is not used:
 the runner's tables are not modelled here, and autogenerate would propose dropping them.
 """
 
@@ -22,8 +26,8 @@ from alembic import context
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.pool import NullPool
 
-from beaconsql import db
-from beaconsql.errors import MigrationError
+from beaconsql import db, migration
+from beaconsql.errors import BeaconsqlError, MigrationError
 from beaconsql.migration import LOCK_ATTEMPTS, LOCK_TIMEOUT, require_direct
 
 config = context.config
@@ -63,6 +67,10 @@ def run_migrations_offline() -> None:
 def _log_notice(diag: psycopg.errors.Diagnostic) -> None:
     level = logging.WARNING if diag.severity_nonlocalized == "WARNING" else logging.INFO
     message = diag.message_primary or ""
+    # "relation … already exists, skipping" (duplicate_table, duplicate_column, duplicate_object)
+    # is how an idempotent statement meets an object it adopts: dozens on a runner's database.
+    if diag.sqlstate in ("42P07", "42701", "42710") or message.endswith(", skipping"):
+        level = logging.DEBUG
     if diag.message_hint:
         message += f" ({diag.message_hint})"
     logger.log(level, "%s", message)
@@ -166,7 +174,27 @@ def run_migrations_online() -> None:
         time.sleep(pause)
 
 
-if context.is_offline_mode():
-    run_migrations_offline()
-else:
-    run_migrations_online()
+def _given_dsn() -> str | None:
+    """The DSN in use, if it can be told, to keep its password out of a failure message."""
+    try:
+        from_x = context.get_x_argument(as_dictionary=True).get("dsn")
+        return db.find_dsn(from_x or config.attributes.get("dsn"))
+    except BeaconsqlError:
+        return None
+
+
+def main() -> None:
+    try:
+        if context.is_offline_mode():
+            run_migrations_offline()
+        else:
+            run_migrations_online()
+    except Exception as exc:
+        from_alembic_cli = config.cmd_opts is not None
+        if not from_alembic_cli or getattr(config.cmd_opts, "raiseerr", False):
+            raise
+        # One line with the next step, no traceback: SystemExit prints it and exits 1.
+        raise SystemExit(f"FAILED: {migration.failure(exc, _given_dsn())}") from None
+
+
+main()

