@@ -335,7 +335,8 @@ def verify_command(dsn: str, job: str | None, as_json: bool) -> None:
     """Compare what is mirrored with what the rule yields; exit 3 on drift.
 
     Drift: a region result not mirrored, a mirrored row missing, stale, orphaned or beside a
-    direct row. Reported with exit 0: anomalies, legacy duplicates, detached rows.
+    direct row. Reported with exit 0: anomalies, legacy duplicates, detached rows. The counts
+    by kind are kept for `beaconsql serve`'s /metrics.
 
     \b
     Example:
@@ -343,6 +344,7 @@ def verify_command(dsn: str, job: str | None, as_json: bool) -> None:
     """
     with database(dsn) as conn:
         report = verify_module.verify(conn, job=job)
+        verify_module.record_findings(conn, report, job=job)
     if as_json:
         print_json(report.to_dict())
     else:
@@ -444,6 +446,97 @@ def grant_command(
             f"{done}; grant {portal_role} or {writer_role} to your application's login role",
             err=True,
         )
+
+
+@main.command("serve")
+@dsn_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option(
+    "--read-dsn",
+    metavar="DSN",
+    help="Send every read to this physical hot standby of the --dsn server (a logical "
+    "replica is refused: its rows would all count as not mirrored).",
+)
+@click.option(
+    "--cors-origin",
+    "cors_origins",
+    multiple=True,
+    metavar="ORIGIN",
+    help="Allow the portal at this origin (e.g. https://portal.example) to read; repeatable.",
+)
+@click.option(
+    "--root-path",
+    default="",
+    help="Path prefix the reverse proxy serves this under (and strips before forwarding).",
+)
+@click.option(
+    "--statement-timeout",
+    type=click.IntRange(min=1),
+    default=5000,
+    show_default=True,
+    help="Milliseconds a request's statements may run (SET LOCAL per request).",
+)
+@click.option("--pool-min", type=click.IntRange(min=0), default=1, show_default=True)
+@click.option("--pool-max", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option(
+    "--share",
+    "share_seconds",
+    type=click.FloatRange(0, 10),
+    default=1.0,
+    show_default=True,
+    help="Seconds an answer is shared among requests for the same thing (0: never).",
+)
+def serve_command(
+    dsn: str,
+    host: str,
+    port: int,
+    read_dsn: str | None,
+    cors_origins: tuple[str, ...],
+    root_path: str,
+    statement_timeout: int,
+    pool_min: int,
+    pool_max: int,
+    share_seconds: float,
+) -> None:
+    """Serve the portal's reads over HTTP, a live progress page per job, /metrics, /healthz.
+
+    Read-only (the portal role of `beaconsql grant` is enough) and unauthenticated, like the
+    runner's read routes: bind it to 127.0.0.1 (the default) behind your proxy's auth.
+    Needs the serve extra: pip install 'beaconsql[serve]'.
+
+    \b
+    Example:
+        beaconsql serve --port 8000 --cors-origin https://portal.example
+        open http://127.0.0.1:8000/jobs/bias-detection-1760288315095
+    """
+    if pool_min > pool_max:
+        raise click.BadParameter("must not exceed --pool-max", param_hint="--pool-min")
+    serve_app = _serve_module()
+    settings = serve_app.Settings(
+        dsn=dsn,
+        read_dsn=db.find_dsn(read_dsn, {}, option="--read-dsn"),
+        cors_origins=cors_origins,
+        statement_timeout_ms=statement_timeout,
+        pool_min=pool_min,
+        pool_max=pool_max,
+        share_seconds=share_seconds,
+    )
+    serve_app.check_database(settings)
+    stderr.print(f"serving {db.redact_dsn(settings.reads_from)} on http://{host}:{port}")
+    serve_app.run(settings, host=host, port=port, root_path=root_path)
+
+
+def _serve_module() -> Any:
+    """Import beaconsql.serve.app, or fail saying how to install the serve extra."""
+    try:
+        from beaconsql.serve import app as serve_app
+    except ModuleNotFoundError as exc:
+        raise BeaconsqlError(
+            f"beaconsql serve needs the serve extra ({exc.name} is not installed): "
+            "pip install 'beaconsql[serve]'."
+        ) from None
+    return serve_app
 
 
 @main.command("demo")

@@ -41,3 +41,7 @@ class InvalidArgumentError(BeaconsqlError, ValueError):
 
 class BackfillBusyError(BeaconsqlError):
     """Another backfill holds the single-runner lock on this database."""
+
+
+class NotFoundError(BeaconsqlError):
+    """The job or execution asked for does not exist (HTTP 404 in ``beaconsql serve``)."""

@@ -634,5 +634,7 @@ def test_grant_statements_name_only_existing_objects(db):
     assert portal_grants == [
         'GRANT USAGE ON SCHEMA public TO "bq_never_created_p"',
         'GRANT SELECT ON "public"."executions_unified", "public"."jobs" TO "bq_never_created_p"',
+        'GRANT EXECUTE ON FUNCTION "public"."serve_health"(), "public"."serve_metrics"(), '
+        '"public"."serve_job_known"(text) TO "bq_never_created_p"',
     ]
     assert not role_exists(db, "bq_never_created_p")
