@@ -39,6 +39,7 @@ from beaconsql import verify as verify_module
 from beaconsql.errors import BeaconsqlError
 
 F = TypeVar("F", bound=Callable[..., Any])
+DEMO_SERVE_PORT = 8000
 logger = logging.getLogger("beaconsql")
 
 # Data is printed as it is: no rich markup (answers contain [brackets]), no highlighting; when
@@ -527,6 +528,15 @@ def serve_command(
     serve_app.run(settings, host=host, port=port, root_path=root_path)
 
 
+def _serve_demo(serve_app: Any, server: str, port: int) -> None:
+    """Serve the demo database after the demo's output; print the demo job's live page."""
+    settings = serve_app.Settings(dsn=db.with_dbname(server, demo_module.DEMO_DATABASE))
+    serve_app.check_database(settings)
+    url = f"http://127.0.0.1:{port}/jobs/{seed.SEED_JOBSPEC_ID}"
+    click.echo(f"\nLive page of the demo job: {url}  (Ctrl-C stops the server)", err=True)
+    serve_app.run(settings, host="127.0.0.1", port=port)
+
+
 def _serve_module() -> Any:
     """Import beaconsql.serve.app, or fail saying how to install the serve extra."""
     try:
@@ -553,8 +563,19 @@ def _serve_module() -> Any:
     help="Stop the embedded server (its data directory: BEACONSQL_DATA_DIR, else the default) "
     "and exit; its data stays for the next demo.",
 )
+@click.option(
+    "--serve",
+    "serve_port",
+    type=click.IntRange(1, 65535),
+    is_flag=False,
+    flag_value=DEMO_SERVE_PORT,
+    default=None,
+    metavar="[PORT]",
+    help=f"Afterwards, serve the demo database on 127.0.0.1:PORT (default {DEMO_SERVE_PORT}) "
+    "and print the URL of the demo job's live page. Needs the serve extra.",
+)
 @json_option
-def demo_command(dsn: str | None, stop: bool, as_json: bool) -> None:
+def demo_command(dsn: str | None, stop: bool, serve_port: int | None, as_json: bool) -> None:
     """Run the main job end to end on a database of its own and show what the portal sees.
 
     Records history the runner's legacy way, upgrades (mirror + view), records the worked
@@ -565,6 +586,7 @@ def demo_command(dsn: str | None, stop: bool, as_json: bool) -> None:
     \b
     Example:
         beaconsql demo
+        beaconsql demo --serve   # then open the live page it names
         beaconsql demo --stop
     """
     from beaconsql import embedded
@@ -592,7 +614,13 @@ def demo_command(dsn: str | None, stop: bool, as_json: bool) -> None:
             "command (`beaconsql demo --stop` stops it)"
         )
         server = running.dsn("postgres")
+    serve_app = _serve_module() if serve_port else None  # fail before the demo, not after
     result = demo_module.run(server, step=lambda text: stderr.print(f"· {text}"))
+    if serve_app is not None and serve_port is not None:
+        # after the demo's output, whichever form it takes
+        click.get_current_context().call_on_close(
+            partial(_serve_demo, serve_app, server, serve_port)
+        )
     if as_json:
         print_json(
             {

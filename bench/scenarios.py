@@ -417,3 +417,253 @@ def portal_read(server: str, results: Results, *, jobs: int = 50_000) -> None:
         "portal_view_vs_direct_unprepared", median(lat["view_u"]) / median(lat["direct_u"]), "ratio"
     )
     results.figure("portal_view_vs_direct_p95", p95(lat["view"]) / p95(lat["direct"]), "ratio")
+
+
+# -- 7: beaconsql serve under load --------------------------------------------------------------
+
+SERVE_CLIENTS = 50
+SERVE_WRITERS = 4
+SERVE_SECONDS = 15.0
+SERVE_ROUNDS = 2
+
+# The clients, in a process of their own (the server and the writers run in others): N
+# pollers of the page's data request, each at 1 request/s, evenly spread over the second; or
+# N event-stream readers. Prints the latencies (s), the errors and the events received.
+_CLIENTS = """
+import asyncio, json, sys, time
+import httpx
+base, mode = sys.argv[1], sys.argv[2]
+seconds, n, jobs = float(sys.argv[3]), int(sys.argv[4]), sys.argv[5].split(",")
+latencies, errors, events = [], [], [0]
+
+async def poll(client, i, t0):
+    k = 0
+    while True:
+        at = t0 + i / n + k
+        if at > t0 + seconds:
+            return
+        await asyncio.sleep(max(0.0, at - time.monotonic()))
+        started = time.monotonic()
+        r = await client.get(f"{base}/jobs/{jobs[i % len(jobs)]}/progress")
+        latencies.append(time.monotonic() - started)
+        if r.status_code != 200:
+            errors.append(r.status_code)
+        k += 1
+
+async def stream(client, i, t0):
+    try:
+        async with asyncio.timeout(seconds - (time.monotonic() - t0)):
+            async with client.stream("GET", f"{base}/jobs/{jobs[i % len(jobs)]}/events") as r:
+                async for line in r.aiter_lines():
+                    if line.startswith("data: "):
+                        events[0] += 1
+    except TimeoutError:
+        pass
+
+async def main():
+    limits = httpx.Limits(max_connections=n + 10, max_keepalive_connections=n + 10)
+    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
+        t0 = time.monotonic()
+        run = poll if mode == "poll" else stream
+        await asyncio.gather(*(run(client, i, t0) for i in range(n)))
+
+asyncio.run(main())
+print(json.dumps({"latencies": latencies, "errors": errors, "events": events[0]}))
+"""
+
+
+def _running_jobs(conn: psycopg.Connection[Any], prefix: str, n: int) -> list[str]:
+    """Jobs that are running: a run, region US started, 4 of its 9 pairs recorded."""
+    ids = []
+    for i in range(n):
+        spec = seed.jobspec(f"{prefix}{i}")
+        writer.create_job(conn, spec)
+        run_id = writer.start_run(conn, spec["id"], regions=list(REGIONS))
+        rid = writer.start_region(conn, run_id, "US", provider_id=seed.PROVIDERS["US"])
+        for model_id, question_id in list((m, q) for m in MODELS for q in QUESTIONS)[:4]:
+            writer.record_pair(
+                conn, rid, model_id=model_id, question_id=question_id, status="completed"
+            )
+        ids.append(spec["id"])
+    return ids
+
+
+def _start_serve(dsn: str, share: float) -> tuple[subprocess.Popen[bytes], str]:
+    """`beaconsql serve` in its own process on a free port; return it and its base URL."""
+    import socket
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "beaconsql.cli",
+            "serve",
+            "--dsn",
+            dsn,
+            "--port",
+            str(port),
+            "--share",
+            str(share),
+            "--pool-max",
+            "10",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with urllib.request.urlopen(f"{base}/healthz", timeout=2) as response:
+                if response.status == 200:
+                    return process, base
+        except OSError:
+            pass
+        if time.monotonic() > deadline or process.poll() is not None:
+            process.kill()
+            raise RuntimeError("beaconsql serve did not start")
+        time.sleep(0.1)
+
+
+def _clients(base: str, mode: str, seconds: float, jobs: list[str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            _CLIENTS,
+            base,
+            mode,
+            str(seconds),
+            str(SERVE_CLIENTS),
+            ",".join(jobs),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _write_for(dsn: str, seconds: float, tag: str) -> float:
+    """SERVE_WRITERS connections record whole runs through the writer for *seconds*; return
+    runs per second."""
+    import threading
+    import time
+
+    t0 = datetime(2025, 10, 12, 17, 0, tzinfo=UTC)
+    done = [0] * SERVE_WRITERS
+    stop = time.monotonic() + seconds
+
+    def work(w: int) -> None:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            k = 0
+            while time.monotonic() < stop:
+                _record_with_writer(conn, f"w-{tag}-{w}-{k}", t0)
+                k += 1
+            done[w] = k
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=work, args=(w,)) for w in range(SERVE_WRITERS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(done) / (time.monotonic() - started)
+
+
+def _commits(conn: psycopg.Connection[Any]) -> int:
+    row = conn.execute(
+        "SELECT xact_commit + xact_rollback FROM pg_stat_database "
+        "WHERE datname = current_database()"
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def serve_load(server: str, results: Results) -> None:
+    """serve_writer_slowdown: 4 writers recording runs, alone and while 50 clients poll the
+    live page's data request at 1 request/s each (all on one running job, then one job each);
+    the clients' latency; and what polling and the event stream cost the database."""
+    import time
+
+    dsn = scratch_database(server, "beaconsql_bench_serve")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        jobs = _running_jobs(conn, "poll-", SERVE_CLIENTS)
+        _record_with_writer(conn, "warm-serve", datetime(2025, 10, 12, 17, 0, tzinfo=UTC))
+        conn.execute("VACUUM ANALYZE")
+    cases = {"alone": None, "one_job": jobs[:1], "many_jobs": jobs}
+    rates: dict[str, list[float]] = {case: [] for case in cases}
+    latencies: dict[str, list[float]] = {case: [] for case in cases if cases[case]}
+    process, base = _start_serve(dsn, share=1.0)
+    try:
+        for r in range(SERVE_ROUNDS):
+            for case, polled in cases.items():
+                clients = None
+                if polled:
+                    clients = _clients(base, "poll", SERVE_SECONDS + 3, polled)
+                    time.sleep(2)  # the clients' connections up and polling
+                rates[case].append(_write_for(dsn, SERVE_SECONDS, f"{case}-{r}"))
+                if clients is not None:
+                    out = json.loads(clients.communicate(timeout=120)[0])
+                    if out["errors"]:
+                        raise RuntimeError(
+                            f"{case}: {len(out['errors'])} errors {out['errors'][:5]}"
+                        )
+                    latencies[case] += out["latencies"]
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    alone = median(rates["alone"])
+    results.figure("serve_writers_alone_runs_per_s", alone, "runs/s", writers=SERVE_WRITERS)
+    slowdowns = []
+    for case in ("one_job", "many_jobs"):
+        rate = median(rates[case])
+        results.figure(f"serve_writers_{case}_runs_per_s", rate, "runs/s", writers=SERVE_WRITERS)
+        lat = latencies[case]
+        results.figure(
+            f"serve_poll_{case}_ms",
+            1000 * median(lat),
+            "ms",
+            p95=round(1000 * p95(lat), 2),
+            requests=len(lat),
+            clients=SERVE_CLIENTS,
+        )
+        slowdowns.append(alone / rate)
+        results.figure(f"serve_writer_slowdown_{case}", alone / rate, "ratio")
+    results.ratio("serve_writer_slowdown", max(slowdowns), "<= 1.2")
+
+    # What keeping 50 pages live costs the database: transactions per second, polling at
+    # 1 request/s against the event stream (server side, one read per interval), with and
+    # without answers shared for 1 s. No writers meanwhile.
+    seconds = 8.0
+    cost: dict[str, float] = {}
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for share in (1.0, 0.0):
+            process, base = _start_serve(dsn, share=share)
+            try:
+                for mode in ("poll", "events"):
+                    time.sleep(1.5)  # the last phase's statistics flushed
+                    before = _commits(conn)
+                    clients = _clients(base, mode, seconds, jobs[:1])
+                    out = json.loads(clients.communicate(timeout=120)[0])
+                    time.sleep(1.5)
+                    key = f"{mode}_{'shared' if share else 'unshared'}"
+                    cost[key] = (_commits(conn) - before - 2) / seconds
+                    results.figure(
+                        f"serve_db_{key}_xacts_per_s",
+                        cost[key],
+                        "transactions/s",
+                        clients=SERVE_CLIENTS,
+                        events=out["events"],
+                        requests=len(out["latencies"]),
+                    )
+            finally:
+                process.terminate()
+                process.wait(timeout=30)
+    results.ratio(
+        "serve_events_vs_poll_db_cost",
+        cost["events_unshared"] / cost["poll_unshared"],
+        "report only",
+    )

@@ -402,12 +402,10 @@ def test_metrics_report_the_mirror_verify_backfill_and_requests(db, dsn):
         assert (
             m['beaconsql_serve_requests_total{route="/api/v1/jobs/{jobspec_id}",status="404"}'] == 1
         )
-        assert (
-            m[
-                'beaconsql_serve_request_seconds_count{route="/api/v1/jobs/{jobspec_id}/executions/all"}'
-            ]
-            == 1
-        )
+        executions_all = '{route="/api/v1/jobs/{jobspec_id}/executions/all"}'
+        assert m[f"beaconsql_serve_request_seconds_count{executions_all}"] == 1
+        # two requests, two reads (nothing is shared here); the scrape reads after counting
+        assert m["beaconsql_serve_database_reads_total"] == 2
         assert CliRunner().invoke(main, ["backfill"], env=env).exit_code == 0
         m = samples(httpx.get(f"{url}/metrics").text)
         assert m["beaconsql_region_results_not_mirrored"] == 0
@@ -567,3 +565,54 @@ def test_cli_import_stays_light():
         [sys.executable, "-c", code], check=True, capture_output=True, text=True
     ).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.slow
+def test_demo_serve_prints_the_live_page_and_serves_it():
+    with clusters.workspace() as (bindir, root):
+        server = clusters.init_primary(bindir, root)
+        port = clusters.free_port()
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "beaconsql.cli",
+                "demo",
+                "--dsn",
+                server.dsn(),
+                "--serve",
+                str(port),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            lines = []
+            assert process.stderr is not None
+            for line in process.stderr:
+                lines.append(line)
+                if "Live page of the demo job" in line:
+                    break
+            url = f"http://127.0.0.1:{port}/jobs/{JOB}"
+            assert f"Live page of the demo job: {url}" in lines[-1], "".join(lines)
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    page = httpx.get(url)
+                    break
+                except httpx.TransportError:
+                    assert time.monotonic() < deadline, "the demo's server did not start"
+                    time.sleep(0.1)
+            assert page.status_code == 200 and "progress.js" in page.text
+            progress = httpx.get(f"{url}/progress").json()
+            assert (progress["done"], progress["expected"], progress["percent_done"]) == (
+                18,
+                18,
+                100.0,
+            )
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+            clusters.stop_all(server)
+    assert process.returncode is not None

@@ -21,7 +21,7 @@ import logging
 import threading
 import time
 import traceback
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,6 +57,7 @@ logger = logging.getLogger(__name__)
 
 STATIC = Path(__file__).resolve().parent / "static"
 API_PREFIX = "/api/v1"
+KEEPALIVE_SECONDS = 15.0
 # Library errors by the status they answer; anything else is a 500.
 STATUS_OF: tuple[tuple[type[BeaconsqlError], int], ...] = (
     (InvalidArgumentError, 400),
@@ -103,12 +104,25 @@ class Server:
         self.metrics = Metrics(self.reader)
         self.head = migration.head_revision()
 
+    @staticmethod
+    def key(route: Route, path: dict[str, Any], query: dict[str, Any]) -> Hashable:
+        return (route.path, tuple(sorted(path.items())), tuple(sorted(query.items())))
+
     def answer(self, route: Route, path: dict[str, Any], query: dict[str, Any]) -> Answer:
         """Read *route* (or take the answer shared for the same path and parameters)."""
-        key = (route.path, tuple(sorted(path.items())), tuple(sorted(query.items())))
         return self.shared.get(
-            key, lambda: encode(self.reader.read(lambda conn: route.run(conn, path, query)))
+            self.key(route, path, query),
+            lambda: encode(self.reader.read(lambda conn: route.run(conn, path, query))),
         )
+
+    async def answer_async(
+        self, route: Route, path: dict[str, Any], query: dict[str, Any]
+    ) -> Answer:
+        """:meth:`answer` from the event loop: a fresh shared answer without a thread hop."""
+        fresh = self.shared.fresh(self.key(route, path, query))
+        if fresh is not None:
+            return fresh
+        return await anyio.to_thread.run_sync(self.answer, route, path, query)
 
 
 def encode(data: Any) -> bytes:
@@ -144,15 +158,16 @@ def failure(exc: BaseException, dsn: str) -> Response:
     return error_response(500, "internal error")
 
 
-def _observed(
-    server: Server, name: str, endpoint: Callable[[Request], Response]
-) -> Callable[[Request], Response]:
-    """Wrap a (threaded) endpoint: errors to responses, and request metrics."""
+Endpoint = Callable[[Request], Awaitable[Response]]
 
-    def observed(request: Request) -> Response:
+
+def _observed(server: Server, name: str, endpoint: Endpoint) -> Endpoint:
+    """Wrap an endpoint: errors to responses, and request metrics."""
+
+    async def observed(request: Request) -> Response:
         started = time.perf_counter()
         try:
-            response = endpoint(request)
+            response = await endpoint(request)
         except Exception as exc:
             response = failure(exc, server.settings.reads_from)
         server.metrics.observe(name, response.status_code, time.perf_counter() - started)
@@ -161,16 +176,25 @@ def _observed(
     return observed
 
 
-def _read_endpoint(server: Server, route: Route) -> Callable[[Request], Response]:
-    def endpoint(request: Request) -> Response:
+def _threaded(endpoint: Callable[[Request], Response]) -> Endpoint:
+    """Run a blocking endpoint (it reads the database) in the thread pool."""
+
+    async def threaded(request: Request) -> Response:
+        return await anyio.to_thread.run_sync(endpoint, request)
+
+    return threaded
+
+
+def _read_endpoint(server: Server, route: Route) -> Endpoint:
+    async def endpoint(request: Request) -> Response:
         path = dict(request.path_params)
         query = {p.name: p.parse(request.query_params) for p in route.params}
-        return json_response(server.answer(route, path, query), request)
+        return json_response(await server.answer_async(route, path, query), request)
 
     return endpoint
 
 
-def _page(request: Request) -> Response:
+async def _page(request: Request) -> Response:
     return FileResponse(STATIC / "progress.html", headers={"Cache-Control": "no-cache"})
 
 
@@ -209,18 +233,24 @@ def _events_endpoint(server: Server) -> Callable[[Request], Any]:
         server.metrics.observe("events", 200, 0.0)
 
         async def stream() -> AsyncIterator[bytes]:
-            # Re-read every interval (through the shared answers), send only what changed.
+            # Re-read every interval (through the shared answers), send only what changed, and
+            # a comment line when nothing was sent for a while (proxies close idle streams).
             last = None
+            quiet_since = time.monotonic()
             while True:
                 try:
-                    answer = await anyio.to_thread.run_sync(server.answer, PROGRESS_ROUTE, path, {})
+                    answer = await server.answer_async(PROGRESS_ROUTE, path, {})
                 except Exception as exc:
                     response = failure(exc, server.settings.reads_from)
                     yield b"event: failure\ndata: " + bytes(response.body) + b"\n\n"
                 else:
                     if answer.etag != last:
                         last = answer.etag
+                        quiet_since = time.monotonic()
                         yield b"data: " + answer.body + b"\n\n"
+                    elif time.monotonic() - quiet_since > KEEPALIVE_SECONDS:
+                        quiet_since = time.monotonic()
+                        yield b": keepalive\n\n"
                 await anyio.sleep(server.settings.stream_seconds)
 
         return StreamingResponse(
@@ -256,8 +286,10 @@ def create_app(settings: Settings, *, routes: tuple[Route, ...] = API_ROUTES) ->
         ),
         StarletteRoute("/jobs/{jobspec_id}/events", _events_endpoint(server)),
         StarletteRoute("/jobs/{jobspec_id}", _observed(server, "page", _page)),
-        StarletteRoute("/healthz", _observed(server, "healthz", _health_endpoint(server))),
-        StarletteRoute("/metrics", _metrics_endpoint(server)),
+        StarletteRoute(
+            "/healthz", _observed(server, "healthz", _threaded(_health_endpoint(server)))
+        ),
+        StarletteRoute("/metrics", _threaded(_metrics_endpoint(server))),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     middleware = []

@@ -7,7 +7,9 @@ standby), ``region_results_not_mirrored``, ``mirror_anomalies{kind}``,
 ``verify_findings{kind}`` and ``verify_last_run_timestamp_seconds`` (the last whole-database
 ``beaconsql verify``), ``backfill_running``, ``backfill_examined``,
 ``backfill_cursor_fraction`` (share of the key space the last backfill has passed),
-``backfill_rate_per_second`` and ``backfill_last_update_timestamp_seconds``.
+``backfill_rate_per_second`` and ``backfill_last_update_timestamp_seconds``. The server's:
+``serve_requests_total{route,status}``, ``serve_request_seconds{route}`` and
+``serve_database_reads_total`` (fewer than the requests while answers are shared).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 
 import psycopg
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from beaconsql.errors import BeaconsqlError
@@ -56,6 +58,12 @@ class DatabaseCollector(Collector):
         self.reader = reader
 
     def collect(self) -> Iterator[Metric]:
+        reads = CounterMetricFamily(
+            PREFIX + "serve_database_reads",
+            "Read transactions serve started (retries included; shared answers are not reads).",
+        )
+        reads.add_metric([], self.reader.attempts)
+        yield reads
         up = GaugeMetricFamily(PREFIX + "database_up", "1 when serve could read the database.")
         try:
             health, rows = self.reader.read(_rows)

@@ -172,6 +172,16 @@ class SharedReads:
         self._answers: dict[Hashable, Answer] = {}
         self._flights: dict[Hashable, _Flight] = {}
 
+    def fresh(self, key: Hashable) -> Answer | None:
+        """Return the answer shared for *key* if it is still fresh, without reading."""
+        if self.ttl <= 0:
+            return None
+        with self._lock:
+            answer = self._answers.get(key)
+        if answer is not None and time.monotonic() - answer.at < self.ttl:
+            return answer
+        return None
+
     def get(self, key: Hashable, load: Callable[[], bytes]) -> Answer:
         """Return the answer for *key*, reading it with *load* unless a fresh one is shared."""
         if self.ttl <= 0:
