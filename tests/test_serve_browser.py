@@ -119,3 +119,21 @@ def test_page_fits_a_phone(db: psycopg.Connection[Any], dsn, browser, tmp_path):
         assert box is not None and box["x"] + box["width"] <= 390 and box["width"] >= 30
         page.screenshot(path=str(tmp_path / "phone.png"), full_page=True)
         page.close()
+
+
+def test_page_follows_the_event_stream_when_asked(db: psycopg.Connection[Any], dsn, browser):
+    spec = seed.jobspec(f"bias-detection-sse-{uuid.uuid4().hex[:8]}", regions=["US"])
+    writer.create_job(db, spec)
+    run = writer.start_run(db, spec["id"], regions=["US"])
+    us = writer.start_region(db, run, "US")
+    with serve_app.serving(serve_app.Settings(dsn=dsn, stream_seconds=0.5)) as url:
+        page = browser.new_page()
+        requests: list[str] = []
+        page.on("request", lambda r: requests.append(r.url))
+        page.goto(f"{url}/jobs/{spec['id']}?live=sse")
+        sync_api.expect(page.locator(".cell.status-running")).to_have_count(9, timeout=10_000)
+        writer.finish_region(db, us)
+        sync_api.expect(page.locator(".cell.status-failed")).to_have_count(9, timeout=10_000)
+        assert any(r.endswith("/events") for r in requests)
+        assert not any(r.endswith("/progress") for r in requests)
+        page.close()
