@@ -6,7 +6,7 @@ CREATE TABLE IF NOT EXISTS public.region_results_verify_runs (
     scope_job   text,
     examined    bigint NOT NULL,
     counts      jsonb NOT NULL,
-    exit_code   integer NOT NULL,
+    exit_code   bigint NOT NULL,
     finished_at timestamptz NOT NULL DEFAULT now()
 );
 COMMENT ON TABLE public.region_results_verify_runs IS
