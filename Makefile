@@ -19,8 +19,8 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP) ## Create .venv and install beaconsql with its development tools
 
-demo: $(STAMP) ## Run the main job end to end (embedded PostgreSQL unless a DSN is set)
-	$(BIN)/beaconsql demo
+demo: $(STAMP) ## Run the main job end to end (embedded PostgreSQL unless a DSN is set); SERVE=1 then serves its live page
+	$(BIN)/beaconsql demo $(if $(SERVE),--serve)
 
 lint: $(STAMP) ## ruff and mypy
 	$(BIN)/ruff check beaconsql migrations tests bench

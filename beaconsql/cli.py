@@ -36,6 +36,7 @@ from beaconsql import verify as verify_module
 from beaconsql.errors import BeaconsqlError
 
 F = TypeVar("F", bound=Callable[..., Any])
+DEMO_SERVE_PORT = 8000
 logger = logging.getLogger("beaconsql")
 
 LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
@@ -193,13 +194,6 @@ class JobspecId(click.ParamType):  # type: ignore[type-arg]  # generic from clic
         except UnicodeEncodeError:
             self.fail(f"{text.encode('utf-8', 'surrogateescape')!r} is not valid UTF-8", param, ctx)
         return text
-
-
-def _finite(value: float | None, param: click.Parameter, ctx: click.Context) -> float | None:
-    """Refuse nan (which passes click's range checks) for a float option."""
-    if value is not None and not math.isfinite(value):
-        raise click.BadParameter(f"{value!r} is not a finite number", ctx, param)
-    return value
 
 
 class IsoTimestamp(click.ParamType):  # type: ignore[type-arg]  # generic from click 8.2
@@ -416,8 +410,7 @@ class _StopFlag:
 @click.option(
     "--lease",
     "lease_seconds",
-    type=click.FloatRange(min=1, max=86_400),
-    callback=lambda ctx, param, value: _finite(value, param, ctx),
+    type=FiniteFloatRange(1, 86_400),
     metavar="SECONDS",
     help="How long the run's lease lasts without a heartbeat: a killed run whose end the "
     "server cannot see (through a pooler) keeps other runs out this long. "
@@ -493,7 +486,8 @@ def verify_command(dsn: str, job: str | None, as_json: bool) -> None:
     """Compare what is mirrored with what the rule yields; exit 3 on drift.
 
     Drift: a region result not mirrored, a mirrored row missing, stale, orphaned or beside a
-    direct row. Reported with exit 0: anomalies, legacy duplicates, detached rows.
+    direct row. Reported with exit 0: anomalies, legacy duplicates, detached rows. The counts
+    by kind are kept for `beaconsql serve`'s /metrics.
 
     \b
     Example:
@@ -503,6 +497,7 @@ def verify_command(dsn: str, job: str | None, as_json: bool) -> None:
         if job is not None:
             jobs.require_known(conn, job)
         report = verify_module.verify(conn, job=job)
+        verify_module.record_findings(conn, report, job=job)
     if as_json:
         print_json(report.to_dict())
     else:
@@ -633,6 +628,106 @@ def grant_command(
         )
 
 
+@main.command("serve")
+@dsn_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option(
+    "--read-dsn",
+    metavar="DSN",
+    help="Send every read to this physical hot standby of the --dsn server (a logical "
+    "replica is refused: its rows would all count as not mirrored).",
+)
+@click.option(
+    "--cors-origin",
+    "cors_origins",
+    multiple=True,
+    metavar="ORIGIN",
+    help="Allow the portal at this origin (e.g. https://portal.example) to read; repeatable.",
+)
+@click.option(
+    "--root-path",
+    default="",
+    help="Path prefix the reverse proxy serves this under (and strips before forwarding).",
+)
+@click.option(
+    "--statement-timeout",
+    type=click.IntRange(1, 3_600_000),
+    default=5000,
+    show_default=True,
+    help="Milliseconds a request's statements may run (SET LOCAL per request).",
+)
+@click.option("--pool-min", type=click.IntRange(0, 100), default=1, show_default=True)
+@click.option("--pool-max", type=click.IntRange(1, 1000), default=10, show_default=True)
+@click.option(
+    "--share",
+    "share_seconds",
+    type=FiniteFloatRange(0, 10),
+    default=1.0,
+    show_default=True,
+    help="Seconds an answer is shared among requests for the same thing (0: never).",
+)
+def serve_command(
+    dsn: str,
+    host: str,
+    port: int,
+    read_dsn: str | None,
+    cors_origins: tuple[str, ...],
+    root_path: str,
+    statement_timeout: int,
+    pool_min: int,
+    pool_max: int,
+    share_seconds: float,
+) -> None:
+    """Serve the portal's reads over HTTP, a live progress page per job, /metrics, /healthz.
+
+    Read-only (the portal role of `beaconsql grant` is enough) and unauthenticated, like the
+    runner's read routes: bind it to 127.0.0.1 (the default) behind your proxy's auth.
+    Needs the serve extra: pip install 'beaconsql[serve]'.
+
+    \b
+    Example:
+        beaconsql serve --port 8000 --cors-origin https://portal.example
+        open http://127.0.0.1:8000/jobs/bias-detection-1760288315095
+    """
+    if pool_min > pool_max:
+        raise click.BadParameter("must not exceed --pool-max", param_hint="--pool-min")
+    serve_app = _serve_module()
+    settings = serve_app.Settings(
+        dsn=dsn,
+        read_dsn=db.find_dsn(read_dsn, {}, option="--read-dsn"),
+        cors_origins=cors_origins,
+        statement_timeout_ms=statement_timeout,
+        pool_min=pool_min,
+        pool_max=pool_max,
+        share_seconds=share_seconds,
+    )
+    serve_app.check_database(settings)
+    stderr.print(f"serving {db.redact_dsn(settings.reads_from)} on http://{host}:{port}")
+    serve_app.run(settings, host=host, port=port, root_path=root_path)
+
+
+def _serve_demo(serve_app: Any, server: str, port: int) -> None:
+    """Serve the demo database after the demo's output; print the demo job's live page."""
+    settings = serve_app.Settings(dsn=db.with_dbname(server, demo_module.DEMO_DATABASE))
+    serve_app.check_database(settings)
+    url = f"http://127.0.0.1:{port}/jobs/{seed.SEED_JOBSPEC_ID}"
+    click.echo(f"\nLive page of the demo job: {url}  (Ctrl-C stops the server)", err=True)
+    serve_app.run(settings, host="127.0.0.1", port=port)
+
+
+def _serve_module() -> Any:
+    """Import beaconsql.serve.app, or fail saying how to install the serve extra."""
+    try:
+        from beaconsql.serve import app as serve_app
+    except ModuleNotFoundError as exc:
+        raise BeaconsqlError(
+            f"beaconsql serve needs the serve extra ({exc.name} is not installed): "
+            "pip install 'beaconsql[serve]'."
+        ) from None
+    return serve_app
+
+
 @main.command("demo")
 @click.option(
     "--dsn",
@@ -647,8 +742,19 @@ def grant_command(
     help="Stop the embedded server (its data directory: BEACONSQL_DATA_DIR, else the default) "
     "and exit; its data stays for the next demo.",
 )
+@click.option(
+    "--serve",
+    "serve_port",
+    type=click.IntRange(1, 65535),
+    is_flag=False,
+    flag_value=DEMO_SERVE_PORT,
+    default=None,
+    metavar="[PORT]",
+    help=f"Afterwards, serve the demo database on 127.0.0.1:PORT (default {DEMO_SERVE_PORT}) "
+    "and print the URL of the demo job's live page. Needs the serve extra.",
+)
 @json_option
-def demo_command(dsn: str | None, stop: bool, as_json: bool) -> None:
+def demo_command(dsn: str | None, stop: bool, serve_port: int | None, as_json: bool) -> None:
     """Run the main job end to end on a database of its own and show what the portal sees.
 
     Records history the runner's legacy way, upgrades (mirror + view), records the worked
@@ -659,6 +765,7 @@ def demo_command(dsn: str | None, stop: bool, as_json: bool) -> None:
     \b
     Example:
         beaconsql demo
+        beaconsql demo --serve   # then open the live page it names
         beaconsql demo --stop
     """
     from beaconsql import embedded
@@ -689,7 +796,13 @@ def demo_command(dsn: str | None, stop: bool, as_json: bool) -> None:
         )
         server = running.dsn("postgres")
         embedded_dir = data_dir
+    serve_app = _serve_module() if serve_port else None  # fail before the demo, not after
     result = demo_module.run(server, step=lambda text: stderr.print(f"· {text}"))
+    if serve_app is not None and serve_port is not None:
+        # after the demo's output, whichever form it takes
+        click.get_current_context().call_on_close(
+            partial(_serve_demo, serve_app, server, serve_port)
+        )
     if as_json:
         print_json(
             {

@@ -50,16 +50,18 @@ def resolve_dsn(explicit: str | None, environ: Mapping[str, str] | None = None) 
     return found
 
 
-def find_dsn(explicit: str | None, environ: Mapping[str, str] | None = None) -> str | None:
+def find_dsn(
+    explicit: str | None, environ: Mapping[str, str] | None = None, *, option: str = "--dsn"
+) -> str | None:
     """Return the configured DSN, or None when nothing is configured.
 
-    Raises :class:`InvalidArgumentError` (exit 2) when *explicit* is not a connection string
-    libpq can read (or its port is not a number), :class:`ConfigurationError` (exit 1) when the
-    environment variable's value is not: before any connection is tried, and without echoing
-    the value (it may hold a password).
+    Raises :class:`InvalidArgumentError` (exit 2, naming *option*) when *explicit* is not a
+    connection string libpq can read (or its port is not a number), :class:`ConfigurationError`
+    (exit 1) when the environment variable's value is not: before any connection is tried, and
+    without echoing the value (it may hold a password).
     """
     if explicit:
-        return _readable(explicit, "--dsn", InvalidArgumentError)
+        return _readable(explicit, option, InvalidArgumentError)
     env = os.environ if environ is None else environ
     for name in DSN_VARIABLES:
         value = env.get(name, "").strip()

@@ -68,3 +68,7 @@ def _shown(text: str, limit: int = 80) -> str:
     if len(text) <= limit:
         return repr(text)
     return f"{text[:limit]!r}… ({len(text)} characters)"
+
+
+class NotFoundError(BeaconsqlError):
+    """The job or execution asked for does not exist (HTTP 404 in ``beaconsql serve``)."""

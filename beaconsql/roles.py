@@ -2,7 +2,8 @@
 
 - the portal role (default ``beacon_portal``) may SELECT ``executions_unified`` and ``jobs``,
   nothing else: the view reads the runner's tables with its owner's rights, and the functions
-  it calls read no table;
+  it calls read no table; it may also EXECUTE the owner-rights functions ``beaconsql serve``
+  reads ``/healthz``, ``/metrics`` and a job's existence through (PUBLIC may not);
 - the writer role (default ``beacon_writer``) may read and write the runner's tables, use their
   sequences, and nothing more: no DDL, no write to the mirror's own tables (its triggers write
   them with their owner's rights), and on ``executions`` no write to the mirror's columns (the
@@ -21,7 +22,7 @@ cluster, is safe.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, LiteralString
 
 import psycopg
 from psycopg import sql
@@ -32,6 +33,13 @@ from beaconsql.errors import InvalidArgumentError
 PORTAL_ROLE = "beacon_portal"
 WRITER_ROLE = "beacon_writer"
 PORTAL_RELATIONS = ("executions_unified", "jobs")
+# The owner-rights functions of `beaconsql serve` (sql/serve/serve_functions.v1.sql): name and
+# argument types.
+PORTAL_FUNCTIONS: tuple[tuple[str, LiteralString], ...] = (
+    ("serve_health", ""),
+    ("serve_metrics", ""),
+    ("serve_job_known", "text"),
+)
 # The runner's tables (runner-app.md section 1.2) that exist in a given database are granted;
 # the first six are always there once beaconsql's baseline ran.
 RUNNER_TABLES = (
@@ -139,6 +147,13 @@ def grant_statements(
     statements += [
         sql.SQL("GRANT USAGE ON SCHEMA public TO {}").format(p),
         sql.SQL("GRANT SELECT ON {} TO {}").format(_names(list(PORTAL_RELATIONS)), p),
+        sql.SQL("GRANT EXECUTE ON FUNCTION {} TO {}").format(
+            sql.SQL(", ").join(
+                sql.SQL("{}({})").format(sql.Identifier("public", name), sql.SQL(args))
+                for name, args in PORTAL_FUNCTIONS
+            ),
+            p,
+        ),
         sql.SQL("GRANT USAGE ON SCHEMA public TO {}").format(w),
     ]
     tables = _existing(conn, RUNNER_TABLES)

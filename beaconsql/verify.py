@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
+from psycopg.types.json import Jsonb
 
 from beaconsql import db, migration
 from beaconsql.errors import InvalidArgumentError
@@ -191,3 +192,29 @@ def verify(
         for i, j, r, m, qid, s in conn.execute(q["detached"], {"job": job})
     ]
     return report
+
+
+def finding_counts(report: Report) -> dict[str, int]:
+    """Return *report*'s counts by kind: each drift kind, then anomalies, legacy duplicate
+    keys and detached rows."""
+    counts = {k: report.counts[k] for k in DRIFT_KINDS}
+    counts["anomalies"] = len(report.anomalies)
+    counts["legacy_duplicates"] = len(report.duplicates)
+    counts["detached"] = len(report.detached)
+    return counts
+
+
+def record_findings(
+    conn: psycopg.Connection[Any], report: Report, *, job: str | None = None
+) -> None:
+    """Store the counts of *report* (a verify of *job*, or of the whole database when None)
+    where ``beaconsql serve``'s ``/metrics`` reads the last run's findings."""
+    conn.execute(
+        _queries()["record_run"],
+        {
+            "job": job,
+            "examined": report.examined,
+            "counts": Jsonb(finding_counts(report)),
+            "exit_code": report.exit_code,
+        },
+    )

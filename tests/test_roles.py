@@ -1,7 +1,8 @@
-"""Least privilege (``beaconsql grant``; SPEC "Running it", issue 7 "Least privilege"): the
-portal role reads ``executions_unified`` and ``jobs`` and nothing else; the writer role writes
-the runner's tables through the mirror and cannot alter the schema; the mirror's functions are
-not SECURITY DEFINER, pin ``search_path``, and a hostile ``search_path`` does not redirect them.
+"""Least privilege (``beaconsql grant``; SPEC "Running it", "Only the mirror's owner can redirect
+it"): the portal role reads ``executions_unified`` and ``jobs`` and nothing else, and cannot
+stall the mirror; the writer role writes the runner's tables through the mirror, cannot alter
+the schema, forge a mirrored row or plant a function the mirror would call; the mirror's
+writing functions run with their owner's rights and pin ``search_path``.
 
 Roles are cluster-wide: each test uses role names of its own and drops them at teardown
 (``DROP OWNED BY`` in every database where they were granted, then ``DROP ROLE``).
@@ -692,5 +693,128 @@ def test_grant_statements_name_only_existing_objects(db):
     assert portal_grants == [
         'GRANT USAGE ON SCHEMA public TO "bq_never_created_p"',
         'GRANT SELECT ON "public"."executions_unified", "public"."jobs" TO "bq_never_created_p"',
+        'GRANT EXECUTE ON FUNCTION "public"."serve_health"(), "public"."serve_metrics"(), '
+        '"public"."serve_job_known"(text) TO "bq_never_created_p"',
     ]
     assert not role_exists(db, "bq_never_created_p")
+
+
+# --------------------------------------------------------------------------------------------
+# A reader cannot stall the mirror; a writer cannot redirect it
+# --------------------------------------------------------------------------------------------
+
+
+def test_portal_role_cannot_stall_the_mirror(db, dsn, names, connect):
+    """As the portal role, the advisory lock the mirror once took for (job, region) is free to
+    take and stalls nothing any more; the mirror's own lock table refuses it."""
+    assert grant_cli(dsn, names).exit_code == 0
+    spec = seed.jobspec("bias-detection-stall", regions=["US"])
+    job = writer.create_job(db, spec)
+    run = writer.start_run(db, spec["id"], regions=["US"])
+    region = writer.start_region(db, run, "US", provider_id="modal-us-east")
+    reader = connect(autocommit=False)
+    with acting_as(reader, names.portal):
+        reader.execute(
+            "SELECT pg_advisory_lock(hashtextextended('beaconsql mirror ' || %s || ' US', 0))",
+            (job,),
+        )
+        for statement in (
+            "SELECT 1 FROM executions_mirror_locks FOR UPDATE",
+            "SELECT 1 FROM executions_mirror_locks",
+            "SELECT executions_mirror_lock(ARRAY['job 1 US'])",
+        ):
+            refused(reader, statement)
+            reader.rollback()
+            reader.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(names.portal)))
+    db.execute("SET lock_timeout = '2s'")
+    writer.record_pair(
+        db, region, model_id="llama3.2-1b", question_id="greatest_invention", status="completed"
+    )
+    db.execute("RESET lock_timeout")
+    assert db.execute(
+        "SELECT count(*) FROM executions WHERE mirror_region_result_id = %s", (region,)
+    ).fetchone() == (1,)
+
+
+def test_writer_role_cannot_forge_a_mirrored_row(db, dsn, names):
+    assert grant_cli(dsn, names).exit_code == 0
+    recorded = seed.record_with_writer(db, seed.jobspec())
+    [region] = [recorded.region_result_ids["US"]]
+    with acting_as(db, names.writer):
+        refused(
+            db,
+            "INSERT INTO executions (job_id, provider_id, region, status, model_id, question_id,"
+            " mirror_region_result_id, mirror_evidence) VALUES (%s, 'p', 'US', 'completed',"
+            " 'x', 'y', %s, 3)",
+            (recorded.job_id, region),
+        )
+        refused(
+            db,
+            "UPDATE executions SET mirror_region_result_id = %s WHERE job_id = %s",
+            (region, recorded.job_id),
+        )
+        refused(db, "UPDATE region_results_mirror_state SET r_xmin = NULL")
+        refused(db, "DELETE FROM region_results_mirror_anomalies")
+        refused(db, "SELECT * FROM region_results_mirror_apply(ARRAY[%s]::uuid[])", (region,))
+
+
+def test_a_function_planted_in_public_is_never_called_by_the_mirror(db, dsn, names):
+    """Where PUBLIC may create in schema public (PostgreSQL's default before 15), the writer
+    role plants overloads that match the mirror's calls more closely than its own (varchar
+    arguments, as the runner's columns are): the owner's writes, triggers and backfill never
+    call them. `beaconsql grant` warns, and with --revoke-public-create revokes."""
+    db.execute("GRANT CREATE ON SCHEMA public TO PUBLIC")
+    try:
+        result = grant_cli(dsn, names)
+        assert result.exit_code == 0
+        assert "WARNING: PUBLIC may create objects in schema public" in result.stderr
+        db.execute(sql.SQL("CREATE TABLE public.planted_calls (what text)"))
+        db.execute(
+            sql.SQL("GRANT INSERT ON public.planted_calls TO {}").format(
+                sql.Identifier(names.writer)
+            )
+        )
+        with acting_as(db, names.writer):
+            for signature, body in (
+                ("executions_mirror_status(word varchar) RETURNS text", "'completed'"),
+                (
+                    "executions_mirror_lock_key(job_id integer, region varchar, rr uuid) "
+                    "RETURNS text",
+                    "'planted'",
+                ),
+                (
+                    "region_results_mirror_rows(r region_results, job integer, spec jsonb, "
+                    "job_status varchar, only_pairs text[] DEFAULT NULL) RETURNS SETOF text",
+                    "'planted'",
+                ),
+            ):
+                name = signature.split("(")[0]
+                db.execute(
+                    f"CREATE FUNCTION public.{signature} LANGUAGE plpgsql AS $$ BEGIN "
+                    f"INSERT INTO public.planted_calls VALUES ('{name}'); "
+                    f"RETURN {'NEXT ' if 'SETOF' in signature else ''}{body}; "
+                    f"{'RETURN; ' if 'SETOF' in signature else ''}END $$"
+                )
+        spec = seed.jobspec("bias-detection-planted", regions=["US", "EU"])
+        recorded = seed.record_with_writer(db, spec)
+        db.execute("ALTER TABLE region_results DISABLE TRIGGER USER")
+        db.execute(
+            "UPDATE region_results SET status = 'FAILED' WHERE id = %s",
+            (recorded.region_result_ids["EU"],),
+        )
+        db.execute("ALTER TABLE region_results ENABLE TRIGGER USER")
+        from beaconsql import backfill, verify
+
+        assert backfill.backfill(db).complete
+        assert verify.verify(db).exit_code == 0
+        assert portal.progress(db, spec["id"]).overall.counts == {"completed": 18}
+        assert db.execute("SELECT count(*) FROM public.planted_calls").fetchone() == (0,)
+
+        revoked = grant_cli(dsn, names, "--revoke-public-create")
+        assert revoked.exit_code == 0
+        assert "REVOKE CREATE ON SCHEMA public FROM PUBLIC" in revoked.stdout
+        assert "WARNING" not in revoked.stderr
+        assert not roles.public_may_create(db)
+    finally:
+        db.execute("DROP TABLE IF EXISTS public.planted_calls")
+        db.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")

@@ -149,3 +149,69 @@ def test_create_job_rejects_spec_without_id(db):
     with pytest.raises(InvalidArgumentError, match="jobspec id"):
         writer.create_job(db, {"metadata": {}})
     assert db.execute("SELECT count(*) FROM jobs").fetchone() == (0,)
+
+
+def nested(depth: int) -> Any:
+    value: Any = "leaf"
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"output": {"response": "a\x00b"}}, r"U\+0000"),
+        ({"output": {"r\x00": "key"}}, r"U\+0000"),
+        ({"receipt": {"id": "\ud800"}}, "lone surrogate"),
+        ({"error": "boom\x00"}, r"U\+0000"),
+        ({"output": {"score": float("nan")}}, "JSON-serialisable"),
+        ({"output": nested(writer.MAX_JSON_DEPTH + 1)}, "nests deeper than"),
+    ],
+)
+def test_record_pair_unstorable_values_raise_before_any_write_and_keep_the_transaction(
+    db, kwargs, message
+):
+    """SPEC "Values a client cannot read": text PostgreSQL cannot store (U+0000, lone
+    surrogates), JSON it has no form for and nesting readers could not decode raise the writer's
+    typed error naming the argument, before any write: the caller's transaction stays usable,
+    and the pair recorded just before in it is kept."""
+    spec = seed.jobspec("bias-detection-unstorable", regions=["US"])
+    db.autocommit = False
+    writer.create_job(db, spec)
+    run = writer.start_run(db, spec["id"], regions=["US"])
+    region = writer.start_region(db, run, "US", provider_id="modal-us-east")
+    writer.record_pair(
+        db, region, model_id="llama3.2-1b", question_id="greatest_invention", status="completed"
+    )
+    with pytest.raises(InvalidArgumentError, match=message):
+        writer.record_pair(
+            db,
+            region,
+            model_id="llama3.2-1b",
+            question_id="taiwan_status",
+            status="failed" if "error" in kwargs else "completed",
+            **kwargs,
+        )
+    db.commit()  # the transaction is still usable
+    db.autocommit = True
+    rows = executions_rows(db, spec["id"])
+    assert [(r["question_id"], r["status"]) for r in rows] == [("greatest_invention", "completed")]
+
+
+def test_record_pair_accepts_nesting_up_to_the_limit_and_the_portal_reads_it(db):
+    spec = seed.jobspec("bias-detection-deep", regions=["US"])
+    writer.create_job(db, spec)
+    run = writer.start_run(db, spec["id"], regions=["US"])
+    region = writer.start_region(db, run, "US", provider_id="modal-us-east")
+    deep = nested(writer.MAX_JSON_DEPTH - 1)  # inside the output object: the limit exactly
+    writer.record_pair(
+        db,
+        region,
+        model_id="llama3.2-1b",
+        question_id="greatest_invention",
+        status="completed",
+        output={"response": "ok", "detail": deep},
+    )
+    [row] = executions_rows(db, spec["id"])
+    assert row["output_data"]["detail"] == deep

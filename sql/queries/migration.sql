@@ -53,7 +53,9 @@ FROM (VALUES
     (16, '0002', 'function', 'region_results_mirror_apply', false),
     (17, '0002', 'trigger', 'region_results.zz_mirror_update', false),
     (18, '0003', 'relation', 'executions_unified', false),
-    (19, '0004', 'relation', 'region_results_backfill_runs', false)
+    (19, '0004', 'relation', 'region_results_backfill_runs', false),
+    (20, '0005', 'relation', 'region_results_verify_runs', false),
+    (21, '0005', 'function', 'serve_metrics', false)
 ) AS o(position, revision, kind, name, runner)
 ORDER BY o.position;
 

@@ -66,3 +66,8 @@ LEFT JOIN public.jobs j ON j.id = e.job_id
 WHERE e.mirror_region_result_id IS NULL AND e.mirror_evidence IS NOT NULL
   AND (%(job)s::text IS NULL OR j.jobspec_id = %(job)s)
 ORDER BY e.id;
+
+-- name: record_run
+-- Keep a verify run's counts by kind, for `beaconsql serve`'s /metrics (serve_metrics()).
+INSERT INTO public.region_results_verify_runs (scope_job, examined, counts, exit_code)
+VALUES (%(job)s, %(examined)s, %(counts)s, %(exit_code)s);

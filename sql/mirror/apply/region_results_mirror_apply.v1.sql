@@ -45,11 +45,11 @@ BEGIN
         PERFORM public.executions_mirror_lock(ARRAY(
             SELECT k FROM unnest(lock_keys) k
             UNION
-            SELECT public.executions_mirror_lock_key(i.job_id, i.region, i.region_result_id)
+            SELECT public.executions_mirror_lock_key(i.job_id, i.region::text, i.region_result_id)
             FROM public.region_results_mirror_inputs i
             WHERE i.region_result_id = ANY (region_result_ids)
             UNION
-            SELECT public.executions_mirror_lock_key(e.job_id, e.region, e.mirror_region_result_id)
+            SELECT public.executions_mirror_lock_key(e.job_id, e.region::text, e.mirror_region_result_id)
             FROM public.executions e
             WHERE e.mirror_region_result_id = ANY (region_result_ids)));
         PERFORM 1 FROM public.region_results_mirror_state s

@@ -48,7 +48,8 @@ BEGIN
     -- The locks first, then the region results listed under them: one inserted concurrently is
     -- either listed here or applied after this transaction, seeing its direct rows.
     PERFORM public.executions_mirror_lock(ARRAY(
-        SELECT DISTINCT public.executions_mirror_lock_key((k::jsonb ->> 0)::integer, k::jsonb ->> 1, NULL)
+        SELECT DISTINCT public.executions_mirror_lock_key(
+            (k::jsonb ->> 0)::integer, k::jsonb ->> 1, NULL::uuid)
         FROM unnest(keys) k));
     PERFORM public.region_results_mirror_apply(
         ARRAY(SELECT i.region_result_id

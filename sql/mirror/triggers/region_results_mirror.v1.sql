@@ -96,7 +96,7 @@ BEGIN
     PERFORM public.region_results_mirror_apply(
         ARRAY(SELECT o.id FROM old_rows o ORDER BY o.id),
         lock_keys => ARRAY(
-            SELECT public.executions_mirror_lock_key(j.id, o.region, o.id)
+            SELECT public.executions_mirror_lock_key(j.id, o.region::text, o.id)
             FROM old_rows o
             LEFT JOIN public.cross_region_executions x ON x.id = o.cross_region_execution_id
             LEFT JOIN public.jobs j ON j.jobspec_id = x.jobspec_id));
