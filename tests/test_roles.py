@@ -412,6 +412,8 @@ RULE_FUNCTIONS = {
     "region_results_mirror_elements(jsonb)",
     "region_results_mirror_region_status(text,timestamp with time zone)",
     "region_results_mirror_rows(region_results,integer,jsonb,text,text[])",
+    "region_results_mirror_stores_nothing(region_results)",
+    "region_results_mirror_too_long(text,text)",
 }
 
 

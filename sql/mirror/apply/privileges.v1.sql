@@ -7,7 +7,7 @@ REVOKE EXECUTE ON FUNCTION
     public.executions_mirror_update(integer[], public.executions_mirror_row[]),
     public.region_results_mirror_plan(uuid[], text[], boolean),
     public.region_results_mirror_apply(uuid[], text[], boolean, text[], boolean),
-    public.region_results_mirror_append(public.region_results, public.region_results),
+    public.region_results_mirror_append(public.region_results, jsonb, jsonb),
     public.region_results_mirror_changed_pairs(jsonb, jsonb),
     public.region_results_mirror_guard(),
     public.region_results_mirror_update(),

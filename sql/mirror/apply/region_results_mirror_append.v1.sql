@@ -1,11 +1,12 @@
--- region_results_mirror_append(old_row, new_row): apply an UPDATE of a region result that only
--- appended one element to execution_output.executions (the writer's record_pair) as one insert,
--- without re-deriving the region (SPEC "Idempotent and quiet"). Returns false, having written
--- nothing but possibly the state's new version, when the change needs more than that; the
--- caller then runs region_results_mirror_apply. Its lock is the region result's state row.
--- Called by the trigger function region_results_mirror_update.
-CREATE OR REPLACE FUNCTION public.region_results_mirror_append(old_row public.region_results,
-                                                               new_row public.region_results)
+-- region_results_mirror_append(new_row, old_elements, new_elements): apply an UPDATE of region
+-- result new_row (its execution_output left out) that only appended one element to its
+-- execution_output.executions (the writer's record_pair) as one insert, without re-deriving the
+-- region (SPEC "Idempotent and quiet"). Returns false, having written nothing but possibly the
+-- state's new version, when the change needs more; the caller then applies the region result.
+-- Its lock is the region result's state row. Called by region_results_mirror_update.
+CREATE OR REPLACE FUNCTION public.region_results_mirror_append(new_row public.region_results,
+                                                               old_elements jsonb,
+                                                               new_elements jsonb)
 RETURNS boolean
 LANGUAGE plpgsql VOLATILE
 SECURITY DEFINER
@@ -15,8 +16,6 @@ SET enable_seqscan = off
 SET jit = off
 AS $$
 DECLARE
-    old_elements jsonb := coalesce(old_row.execution_output -> 'executions', '[]'::jsonb);
-    new_elements jsonb := new_row.execution_output -> 'executions';
     v record;
     job integer;
 BEGIN

@@ -33,7 +33,13 @@ SET plan_cache_mode = force_generic_plan
 SET enable_seqscan = off
 AS $$
 DECLARE
+    -- Each execution_output read once (a region's is compressed: every read of it would
+    -- decompress it again).
+    old_elements jsonb := OLD.execution_output -> 'executions';
+    new_elements jsonb := NEW.execution_output -> 'executions';
+    changed boolean;
     pairs text[];
+    slim public.region_results := NEW;
 BEGIN
     IF NEW.id = OLD.id
        AND (NEW.cross_region_execution_id, NEW.region, NEW.provider_id, NEW.status,
@@ -41,7 +47,12 @@ BEGIN
            IS NOT DISTINCT FROM
            (OLD.cross_region_execution_id, OLD.region, OLD.provider_id, OLD.status,
             OLD.started_at, OLD.completed_at, OLD.error_message, OLD.model_id) THEN
-        IF NEW.execution_output IS NOT DISTINCT FROM OLD.execution_output THEN
+        -- What the rule reads of execution_output: its elements, else its legacy answer.
+        changed := CASE WHEN jsonb_typeof(new_elements) = 'array' OR jsonb_typeof(old_elements) = 'array'
+                        THEN old_elements IS DISTINCT FROM new_elements
+                        ELSE (OLD.execution_output -> 'data') IS DISTINCT FROM (NEW.execution_output -> 'data')
+                   END;
+        IF NOT changed THEN
             -- Nothing the rule reads changed: the rows stand; record the new version.
             UPDATE public.region_results_mirror_state s
             SET r_xmin = (SELECT r.xmin FROM public.region_results r WHERE r.id = NEW.id)
@@ -51,15 +62,14 @@ BEGIN
             IF FOUND THEN
                 RETURN NULL;
             END IF;
-        ELSIF (OLD.execution_output IS NULL
-               OR jsonb_typeof(OLD.execution_output -> 'executions') = 'array')
-              AND jsonb_typeof(NEW.execution_output -> 'executions') = 'array' THEN
-            IF public.region_results_mirror_append(OLD, NEW) THEN
+        ELSIF (OLD.execution_output IS NULL OR jsonb_typeof(old_elements) = 'array')
+              AND jsonb_typeof(new_elements) = 'array' THEN
+            slim.execution_output := NULL;  -- handed on without its biggest column
+            IF public.region_results_mirror_append(slim, coalesce(old_elements, '[]'), new_elements) THEN
                 RETURN NULL;
             END IF;
-            pairs := public.region_results_mirror_changed_pairs(
-                coalesce(OLD.execution_output -> 'executions', '[]'::jsonb),
-                NEW.execution_output -> 'executions');
+            pairs := public.region_results_mirror_changed_pairs(coalesce(old_elements, '[]'),
+                                                                new_elements);
         END IF;
     END IF;
     PERFORM public.region_results_mirror_apply(ARRAY[OLD.id, NEW.id], pairs);
