@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo test test-all lint bench clean
+.PHONY: help setup demo test test-all stress lint bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
@@ -35,6 +35,10 @@ test: lint ## Lint, then the tests but the slow ones (BEACONSQL_TEST_DSN, else t
 
 test-all: lint ## Lint, then every test, the slow stress and load runs included
 	$(PYTEST)
+
+stress: $(STAMP) ## The runner's statements on the same jobs, 8 connections for 120 s; every abort counted
+	BEACONSQL_STRESS_THREADS=8 BEACONSQL_STRESS_SECONDS=120 \
+		$(BIN)/pytest -q -s -p no:xdist tests/test_concurrency.py -k stress
 
 bench: $(STAMP) ## The benchmarks: ratios against baselines, written to bench/results.json
 	$(BIN)/python -m bench

@@ -1,6 +1,7 @@
 """Factories for raw runner-format rows, written with plain INSERTs (no writer, no mirror
 helper): ``make_<thing>(conn, **overrides)`` inserts one row with sensible defaults, every
-column overridable, and returns the inserted row as a dict (``RETURNING *``).
+column overridable, and returns the inserted row as a dict (``RETURNING *``). A few shortcuts
+record through :mod:`beaconsql.writer` instead (``writer_region``, ``record``).
 
 Shapes follow shared/reference/runner-app.md: jobs (section 2.1, spec of section 4),
 cross_region_executions (2.1), region_results (2.4, 5) and direct executions rows (2.3).
@@ -13,7 +14,7 @@ from __future__ import annotations
 import uuid
 from collections import Counter
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import psycopg
@@ -22,10 +23,14 @@ from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from beaconsql import seed
+from beaconsql import seed, writer
 
-# A region's start in the factories' rows, timezone-aware (region_results holds timestamptz).
-STARTED_AT = datetime(2025, 10, 12, 17, 0, 0, tzinfo=UTC)
+# A region's start in the factories' rows, timezone-aware (region_results holds timestamptz);
+# its end, and both as executions holds them (naive UTC).
+STARTED_AT = T0
+FINISHED_AT = STARTED_AT + timedelta(minutes=1)
+NAIVE_START = STARTED_AT.replace(tzinfo=None)
+NAIVE_FINISH = FINISHED_AT.replace(tzinfo=None)
 
 _JSONB = {
     "jobs": {"jobspec_data"},
@@ -155,9 +160,6 @@ def element(
     return el
 
 
-# History of every shape, written with the triggers skipped
-
-
 def small_spec(
     models: Any,
     questions: Any,
@@ -165,7 +167,10 @@ def small_spec(
     jobspec_id: str | None = None,
 ) -> dict[str, Any]:
     """A portal spec whose metadata.models / questions are exactly *models* / *questions*
-    (any JSON, malformed included)."""
+    (any JSON, malformed included; a tuple is written as a list); metadata.model is the first
+    model when that is a string."""
+    models = list(models) if isinstance(models, tuple) else models
+    questions = list(questions) if isinstance(questions, tuple) else questions
     spec = seed.jobspec(
         jobspec_id or unique_jobspec_id(),
         regions=list(regions),
@@ -182,6 +187,56 @@ def small_spec(
     return spec
 
 
+def job_and_run(
+    conn: psycopg.Connection[Any], spec: dict[str, Any] | None = None, **spec_kwargs: Any
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A jobs row of *spec* (else ``small_spec(**spec_kwargs)``) and a run of it, raw."""
+    spec = spec if spec is not None else small_spec(**spec_kwargs)
+    job = make_job(conn, jobspec_id=spec["id"], jobspec_data=spec)
+    run = make_run(conn, jobspec_id=job["jobspec_id"])
+    return job, run
+
+
+def writer_region(
+    conn: psycopg.Connection[Any], spec: dict[str, Any], region: str = "US"
+) -> tuple[int, uuid.UUID, uuid.UUID]:
+    """A job recorded through the writer with one started region; returns (job id, run id,
+    region result id)."""
+    job_id = writer.create_job(conn, spec)
+    run_id = writer.start_run(conn, spec["id"], regions=[region], started_at=STARTED_AT)
+    region_id = writer.start_region(
+        conn, run_id, region, provider_id=seed.PROVIDERS[region], started_at=STARTED_AT
+    )
+    return job_id, run_id, region_id
+
+
+def record(
+    conn: psycopg.Connection[Any],
+    region_id: uuid.UUID,
+    model_id: str,
+    question_id: str,
+    status: str = "completed",
+    **kwargs: Any,
+) -> None:
+    """Record one pair through the writer: started at STARTED_AT, finished 3 s later, with an
+    answer when completed; *kwargs* override (``writer.record_pair``'s keywords)."""
+    kwargs.setdefault("started_at", STARTED_AT)
+    kwargs.setdefault("completed_at", STARTED_AT + timedelta(seconds=3))
+    if status == "completed":
+        kwargs.setdefault("output", {"response": f"answer {model_id}/{question_id}"})
+    writer.record_pair(
+        conn, region_id, model_id=model_id, question_id=question_id, status=status, **kwargs
+    )
+
+
+def record_running(
+    conn: psycopg.Connection[Any], region_id: uuid.UUID, *pairs_: tuple[str, str]
+) -> None:
+    """Record each pair running (the writer at a pair's start): rows the mirror stores."""
+    for model_id, question_id in pairs_:
+        record(conn, region_id, model_id, question_id, "running", completed_at=None)
+
+
 def legacy_output(model: str = "llama3.2-1b", text: str = "An answer.") -> dict[str, Any]:
     return {
         "data": {
@@ -190,6 +245,9 @@ def legacy_output(model: str = "llama3.2-1b", text: str = "An answer.") -> dict[
         },
         "hash": "",
     }
+
+
+# History of every shape, written with the triggers skipped
 
 
 @dataclass

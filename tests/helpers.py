@@ -1,5 +1,6 @@
-"""Helpers the test modules share: reading rows, skipping triggers, running the CLI, waiting for
-another connection. Data comes from factories.py; the expected rows from oracle.py.
+"""Helpers the test modules share: reading rows and the mirror's rows, skipping triggers,
+running the CLI (in-process and as a process), waiting for another connection. Data comes from
+factories.py; the expected rows from oracle.py. A helper one module alone uses stays in it.
 """
 
 from __future__ import annotations
@@ -9,14 +10,16 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+import uuid
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import psycopg
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
+from psycopg import sql
 from psycopg.rows import dict_row
 
 from beaconsql import backfill
@@ -27,38 +30,29 @@ NEW_YORK = "America/New_York"
 TRIGGER_TABLES = ("jobs", "cross_region_executions", "region_results", "executions")
 UNREACHABLE_DSN = "postgresql://postgres@127.0.0.1:1/nothing?connect_timeout=2"
 T0 = datetime(2025, 10, 12, 17, 0, 0, tzinfo=UTC)
+# The password of the DSNs and login roles of the secrets tests: it must appear in no output.
+PASSWORD = "S3cretPassw0rd"
+# The runner's cancel of a job (runner-app.md): every unfinished executions row of the job.
+RUNNER_CANCEL = (
+    "UPDATE executions SET status = 'cancelled', completed_at = NOW() "
+    "WHERE job_id = %s AND status IN ('pending', 'running', 'processing', 'queued', 'retrying')"
+)
+
+# --------------------------------------------------------------------------------------------
+# Reading rows
+# --------------------------------------------------------------------------------------------
 
 
-def fetch(conn: psycopg.Connection[Any], query: str, params: Any = None) -> list[dict[str, Any]]:
+def fetch(conn: psycopg.Connection[Any], query: Any, params: Any = None) -> list[dict[str, Any]]:
     """Run *query* and return its rows as dicts."""
     with conn.cursor(row_factory=dict_row) as cur:
         return cur.execute(query, params).fetchall()
 
 
-@contextmanager
-def triggers_skipped(
-    conn: psycopg.Connection[Any], tables: tuple[str, ...] = TRIGGER_TABLES
-) -> Iterator[None]:
-    """Write as if the triggers did not exist (the SPEC's way: ALTER TABLE, no session switch)."""
-    for table in tables:
-        conn.execute(f"ALTER TABLE {table} DISABLE TRIGGER USER")
-    try:
-        yield
-    finally:
-        for table in tables:
-            conn.execute(f"ALTER TABLE {table} ENABLE TRIGGER USER")
-
-
-def new_york(conn: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
-    conn.execute(f"SET TimeZone = '{NEW_YORK}'")
-    assert conn.execute("SHOW TimeZone").fetchone() == (NEW_YORK,)
-    return conn
-
-
-def run_backfill(dsn: str, **kwargs: Any) -> backfill.Summary:
-    """Backfill from a connection of its own whose session TimeZone is America/New_York."""
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        return backfill.backfill(new_york(conn), **kwargs)
+def scalar(conn: psycopg.Connection[Any], query: Any, params: Any = None) -> Any:
+    """Run *query* and return the first column of its first row (None when no row)."""
+    row = conn.execute(query, params).fetchone()
+    return None if row is None else row[0]
 
 
 def executions_xmins(conn: psycopg.Connection[Any]) -> dict[int, str]:
@@ -125,6 +119,13 @@ def region_result_count(conn: psycopg.Connection[Any]) -> int:
     return int(row[0])
 
 
+def region_exists(conn: psycopg.Connection[Any], region_result_id: uuid.UUID) -> bool:
+    row = conn.execute(
+        "SELECT count(*) FROM region_results WHERE id = %s", (region_result_id,)
+    ).fetchone()
+    return row == (1,)
+
+
 def not_mirrored(conn: psycopg.Connection[Any]) -> set[Any]:
     return {
         r[0]
@@ -132,6 +133,77 @@ def not_mirrored(conn: psycopg.Connection[Any]) -> set[Any]:
             "SELECT region_result_id FROM region_results_mirror_inputs WHERE NOT mirrored"
         )
     }
+
+
+# --------------------------------------------------------------------------------------------
+# The mirror's rows of a region result, and a job's rows as the runner reads them
+# --------------------------------------------------------------------------------------------
+
+
+def mirrored(conn: psycopg.Connection[Any], region_result_id: uuid.UUID) -> list[dict[str, Any]]:
+    """The executions rows linked to a region result, by pair."""
+    return fetch(
+        conn,
+        "SELECT * FROM executions WHERE mirror_region_result_id = %s "
+        "ORDER BY model_id, question_id",
+        (region_result_id,),
+    )
+
+
+def shown_pairs(
+    conn: psycopg.Connection[Any], region_result_id: uuid.UUID
+) -> dict[tuple[str, str], tuple[Any, ...]]:
+    """{(model_id, question_id): (status, original_error, evidence)} of what executions_unified
+    shows for a region result: its stored rows, and the placeholders the view derives while it
+    is unfinished (one row per pair is asserted)."""
+    rows = fetch(
+        conn,
+        "SELECT model_id, question_id, status, original_error, evidence "
+        "FROM executions_unified WHERE region_result_id = %s",
+        (region_result_id,),
+    )
+    out = {
+        (r["model_id"], r["question_id"]): (r["status"], r["original_error"], r["evidence"])
+        for r in rows
+    }
+    assert len(out) == len(rows)
+    return out
+
+
+def pairs(
+    conn: psycopg.Connection[Any], region_result_id: uuid.UUID
+) -> dict[tuple[str, str], tuple[Any, ...]]:
+    """The same for the executions rows the mirror stores for a region result."""
+    rows = mirrored(conn, region_result_id)
+    out = {
+        (r["model_id"], r["question_id"]): (r["status"], r["original_error"], r["mirror_evidence"])
+        for r in rows
+    }
+    assert len(out) == len(rows)
+    return out
+
+
+def job_rows(conn: psycopg.Connection[Any], job_id: int) -> list[dict[str, Any]]:
+    """Every executions row of a job, the runner's naive read (no view)."""
+    return fetch(
+        conn,
+        "SELECT * FROM executions WHERE job_id = %s ORDER BY region, model_id, question_id, id",
+        (job_id,),
+    )
+
+
+def keys_of(rows: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
+    return [(r["region"], r["model_id"], r["question_id"]) for r in rows]
+
+
+def assert_one_row_per_key_of_job(
+    conn: psycopg.Connection[Any], job_id: int
+) -> list[dict[str, Any]]:
+    """The runner's naive read of a job shows one row per key; return the job's rows."""
+    rows = job_rows(conn, job_id)
+    keys = keys_of(rows)
+    assert len(keys) == len(set(keys)), f"duplicate keys: {sorted(keys)}"
+    return rows
 
 
 def assert_one_mirrored_row_per_key(conn: psycopg.Connection[Any]) -> None:
@@ -151,43 +223,158 @@ def assert_one_mirrored_row_per_key(conn: psycopg.Connection[Any]) -> None:
     assert dups == []
 
 
-def cli(args: list[str], **kwargs: Any) -> Any:
-    return CliRunner().invoke(cli_main, args, catch_exceptions=False, **kwargs)
+def assert_no_constraint_violation(conn: psycopg.Connection[Any]) -> None:
+    """No executions row breaks chk_executions_status, a NOT NULL or a varchar length (checked
+    by value, whatever the constraints' state)."""
+    bad = conn.execute(
+        "SELECT id, status, length(model_id), length(question_id) FROM executions "
+        "WHERE status IS NULL OR status NOT IN ('pending', 'running', 'completed', 'failed', "
+        "'cancelled') OR provider_id IS NULL OR region IS NULL OR length(region) > 100 "
+        "OR length(provider_id) > 255 OR length(model_id) > 50 OR length(question_id) > 255 "
+        "OR length(status) > 50 LIMIT 5"
+    ).fetchall()
+    assert bad == []
+    assert scalar(
+        conn,
+        "SELECT convalidated FROM pg_constraint WHERE conname = 'chk_executions_status' "
+        "AND conrelid = 'public.executions'::regclass",
+    )
 
 
-def cli_env() -> dict[str, str]:
+def anomaly_kinds(conn: psycopg.Connection[Any], region_result_id: uuid.UUID) -> list[str]:
+    return [
+        r[0]
+        for r in conn.execute(
+            "SELECT kind FROM region_results_mirror_anomalies WHERE region_result_id = %s "
+            "ORDER BY kind, detail",
+            (region_result_id,),
+        ).fetchall()
+    ]
+
+
+def apply(conn: psycopg.Connection[Any], region_result_id: uuid.UUID) -> dict[str, int]:
+    """Apply the mirror to one region result; return its counts (one row is asserted)."""
+    rows = fetch(
+        conn, "SELECT * FROM region_results_mirror_apply(ARRAY[%s]::uuid[])", (region_result_id,)
+    )
+    assert len(rows) == 1
+    return rows[0]
+
+
+# --------------------------------------------------------------------------------------------
+# Writing as if the triggers did not exist
+# --------------------------------------------------------------------------------------------
+
+
+@contextmanager
+def triggers_skipped(
+    conn: psycopg.Connection[Any], tables: tuple[str, ...] = TRIGGER_TABLES
+) -> Iterator[None]:
+    """Write as if the triggers did not exist (the SPEC's way: ALTER TABLE, no session switch)."""
+    for table in tables:
+        conn.execute(sql.SQL("ALTER TABLE {} DISABLE TRIGGER USER").format(sql.Identifier(table)))
+    try:
+        yield
+    finally:
+        for table in tables:
+            conn.execute(
+                sql.SQL("ALTER TABLE {} ENABLE TRIGGER USER").format(sql.Identifier(table))
+            )
+
+
+def new_york(conn: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
+    conn.execute(f"SET TimeZone = '{NEW_YORK}'")
+    assert conn.execute("SHOW TimeZone").fetchone() == (NEW_YORK,)
+    return conn
+
+
+def run_backfill(dsn: str, **kwargs: Any) -> backfill.Summary:
+    """Backfill from a connection of its own whose session TimeZone is America/New_York."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        return backfill.backfill(new_york(conn), **kwargs)
+
+
+# --------------------------------------------------------------------------------------------
+# The CLI: in-process, and as a process of its own
+# --------------------------------------------------------------------------------------------
+
+NO_DSN_ENV: dict[str, str | None] = {"BEACONSQL_DATABASE_URL": None, "DATABASE_URL": None}
+
+
+def cli(
+    args: Sequence[str],
+    *,
+    dsn: str | None = None,
+    env: dict[str, str | None] | None = None,
+    **kwargs: Any,
+) -> Result:
+    """Invoke ``beaconsql ARGS`` in-process (click's CliRunner; an exception the command does
+    not turn into an exit propagates), with no DSN in the environment unless *dsn* is given
+    (then as BEACONSQL_DATABASE_URL) or *env* sets one."""
+    environment = dict(NO_DSN_ENV)
+    if dsn is not None:
+        environment["BEACONSQL_DATABASE_URL"] = dsn
+    environment.update(env or {})
+    return CliRunner().invoke(
+        cli_main, list(args), env=environment, catch_exceptions=False, **kwargs
+    )
+
+
+def cli_env(*, time_zone: str | None = NEW_YORK, **extra: str) -> dict[str, str]:
+    """The environment of a CLI process: this one's without its DSN variables and PGOPTIONS,
+    the session TimeZone *time_zone* (None: the server's; a pooler refuses PGOPTIONS), output
+    unbuffered, then *extra*."""
     env = {
         k: v
         for k, v in os.environ.items()
         if k not in ("BEACONSQL_DATABASE_URL", "DATABASE_URL", "PGOPTIONS")
     }
-    env["PGOPTIONS"] = f"-c TimeZone={NEW_YORK}"
+    if time_zone is not None:
+        env["PGOPTIONS"] = f"-c TimeZone={time_zone}"
     env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra)
     return env
 
 
-def cli_process(args: list[str], **kwargs: Any) -> subprocess.Popen[str]:
-    """`python -m beaconsql.cli ARGS` as a process of its own (session TimeZone New York)."""
+def cli_process(
+    args: Sequence[str], *, time_zone: str | None = NEW_YORK, **env: str
+) -> subprocess.Popen[str]:
+    """Start ``python -m beaconsql.cli ARGS`` as a process of its own (environment:
+    :func:`cli_env`); text out."""
     return subprocess.Popen(
         [sys.executable, "-m", "beaconsql.cli", *args],
         cwd=REPO,
-        env=cli_env(),
+        env=cli_env(time_zone=time_zone, **env),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        **kwargs,
     )
 
 
-def cli_run(args: list[str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def cli_run(
+    args: Sequence[str | bytes],
+    *,
+    timeout: float = 120,
+    time_zone: str | None = NEW_YORK,
+    text: bool = True,
+    **env: str,
+) -> subprocess.CompletedProcess[Any]:
+    """Run ``python -m beaconsql.cli ARGS`` as a process of its own (environment:
+    :func:`cli_env`) to its end; text out, or bytes with ``text=False``."""
     return subprocess.run(
         [sys.executable, "-m", "beaconsql.cli", *args],
         cwd=REPO,
-        env=cli_env(),
+        env=cli_env(time_zone=time_zone, **env),
         capture_output=True,
-        text=True,
+        text=text,
         timeout=timeout,
+        check=False,
     )
+
+
+# --------------------------------------------------------------------------------------------
+# The backfill's runs, and waiting for another session
+# --------------------------------------------------------------------------------------------
 
 
 def last_run(conn: psycopg.Connection[Any]) -> dict[str, Any]:
@@ -197,12 +384,18 @@ def last_run(conn: psycopg.Connection[Any]) -> dict[str, Any]:
 
 
 def wait_for_batches(
-    conn: psycopg.Connection[Any], proc: subprocess.Popen[str], n: int, limit: float = 60.0
+    conn: psycopg.Connection[Any],
+    procs: subprocess.Popen[str] | Sequence[subprocess.Popen[str]],
+    n: int,
+    limit: float = 60.0,
 ) -> int:
-    """Poll region_results_backfill_runs until the running run saved *n* batches."""
+    """Poll region_results_backfill_runs until the running run saved *n* batches, every
+    backfill process of *procs* (one or several) still alive."""
+    alive = [procs] if isinstance(procs, subprocess.Popen) else list(procs)
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
-        assert proc.poll() is None, f"backfill ended early: {proc.communicate()}"
+        for proc in alive:
+            assert proc.poll() is None, f"a backfill ended early: {proc.communicate()}"
         row = conn.execute(
             "SELECT max(batches) FROM region_results_backfill_runs WHERE status = 'running'"
         ).fetchone()

@@ -14,7 +14,7 @@ from decimal import Decimal
 from typing import Any
 
 import psycopg
-from helpers import fetch
+from helpers import assert_one_mirrored_row_per_key, fetch
 
 VOCAB = {
     **dict.fromkeys(("success", "completed", "succeeded", "done", "finished"), "completed"),
@@ -376,3 +376,12 @@ def assert_matches_oracle(conn: psycopg.Connection[Any], ids: list[uuid.UUID] | 
         + "\n".join(report)
     )
     return len(want)
+
+
+def assert_exact(conn: psycopg.Connection[Any], ids: list[uuid.UUID] | None = None) -> int:
+    """executions' mirrored rows equal the independent oracle's for every region result (or
+    *ids*), minus direct-owned keys; no two rows share a (link, pair), none sits beside a
+    direct row; return the row count."""
+    count = assert_matches_oracle(conn, ids)
+    assert_one_mirrored_row_per_key(conn)
+    return count

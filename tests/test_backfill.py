@@ -24,7 +24,6 @@ import time
 import uuid
 from collections import Counter
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -44,6 +43,9 @@ from factories import (
     write_history,
 )
 from helpers import (
+    REPO,
+    T0,
+    UNREACHABLE_DSN,
     assert_one_mirrored_row_per_key,
     cli,
     cli_env,
@@ -68,12 +70,6 @@ from oracle import NO_RESULT, assert_matches_oracle, oracle, oracle_rule
 
 from beaconsql import backfill, migration, seed, verify
 from beaconsql.errors import BackfillBusyError, InvalidArgumentError
-
-REPO = Path(__file__).resolve().parent.parent
-NEW_YORK = "America/New_York"
-TRIGGER_TABLES = ("jobs", "cross_region_executions", "region_results", "executions")
-UNREACHABLE_DSN = "postgresql://postgres@127.0.0.1:1/nothing?connect_timeout=2"
-T0 = datetime(2025, 10, 12, 17, 0, 0, tzinfo=UTC)
 
 
 def test_oracle_reproduces_the_worked_example() -> None:

@@ -1,6 +1,7 @@
 """The ``beaconsql`` command against the contract (SPEC "Running it", "Portal reads", "Worked
 example"; issues 4 and 7: hostile input, secrets): exit codes 0/1/2/3, ``FAILED: ...`` on
-stderr, no traceback, no password anywhere, usage errors before any database access.
+stderr, no traceback, no password anywhere (nor in the alembic CLI's output, however the DSN
+spells it), usage errors before any database access.
 
 Most tests use click's CliRunner; process-level behaviour (``--debug``, which the command reads
 from ``sys.argv``, and raw ``argv`` bytes) runs ``python -m beaconsql.cli`` in a subprocess.
@@ -23,9 +24,10 @@ from typing import Any
 import click
 import psycopg
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import Result
 from conftest import dsn_of
-from factories import make_job, make_run
+from factories import make_job, make_run, write_bulk_legacy
+from helpers import PASSWORD, REPO, cli, cli_env, cli_run
 from psycopg import sql
 from rich.cells import cell_len
 
@@ -33,10 +35,7 @@ from beaconsql import db as beacon_db
 from beaconsql import jobs, migration, portal, seed
 from beaconsql.cli import main
 
-REPO = Path(__file__).resolve().parent.parent
-PASSWORD = "S3cretPassw0rd"
 UNREACHABLE = f"postgresql://u:{PASSWORD}@127.0.0.1:1/db"
-NO_DSN_ENV: dict[str, str | None] = {"BEACONSQL_DATABASE_URL": None, "DATABASE_URL": None}
 SPEC_COMMANDS = {
     "upgrade",
     "status",
@@ -71,35 +70,6 @@ HOSTILE_IDS = [
     "[bold red]markup[/]",
     "x" * 10240,
 ]
-
-
-def cli(
-    args: Sequence[str], *, dsn: str | None = None, env: dict[str, str | None] | None = None
-) -> Result:
-    """Invoke ``beaconsql`` in-process, with no DSN in the environment unless *dsn* is given
-    (then as BEACONSQL_DATABASE_URL)."""
-    environment = dict(NO_DSN_ENV)
-    if dsn is not None:
-        environment["BEACONSQL_DATABASE_URL"] = dsn
-    environment.update(env or {})
-    return CliRunner().invoke(main, list(args), env=environment)
-
-
-def run_process(
-    args: Sequence[str | bytes], *, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[bytes]:
-    """Run ``python -m beaconsql.cli`` as a real process (bytes out)."""
-    environment = {
-        k: v for k, v in os.environ.items() if k not in ("BEACONSQL_DATABASE_URL", "DATABASE_URL")
-    }
-    environment.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "beaconsql.cli", *args],
-        capture_output=True,
-        env=environment,
-        timeout=120,
-        check=False,
-    )
 
 
 def clean_exit(result: Result) -> None:
@@ -230,7 +200,7 @@ def test_job_id_with_invalid_utf8_bytes_is_data(seeded, dsn):
     -> Traceback ... UnicodeEncodeError: 'utf-8' codec can't encode characters in position
     0-1: surrogates not allowed (exit 1). Same for progress."""
     for command in ("executions", "progress"):
-        done = run_process([command, b"\xff\xfe", "--json"], env={"BEACONSQL_DATABASE_URL": dsn})
+        done = cli_run([command, b"\xff\xfe", "--json"], text=False, BEACONSQL_DATABASE_URL=dsn)
         output = (done.stdout + done.stderr).decode("utf-8", "replace")
         assert b"Traceback" not in done.stdout + done.stderr, output
         assert done.returncode in (0, 2), output
@@ -469,7 +439,7 @@ def test_unreadable_dsn_is_refused_before_connecting(args, form):
 
 @pytest.mark.parametrize("args", DB_COMMANDS + [["demo"]], ids=" ".join)
 def test_password_never_shown_with_debug(args):
-    done = run_process(["--debug", *args, "--dsn", UNREACHABLE])
+    done = cli_run(["--debug", *args, "--dsn", UNREACHABLE], text=False)
     output = (done.stdout + done.stderr).decode()
     assert done.returncode == 1, output
     assert PASSWORD not in output
@@ -477,7 +447,7 @@ def test_password_never_shown_with_debug(args):
 
 
 def test_password_never_shown_as_a_process_without_debug():
-    done = run_process(["executions", "X", "--json"], env={"BEACONSQL_DATABASE_URL": UNREACHABLE})
+    done = cli_run(["executions", "X", "--json"], text=False, BEACONSQL_DATABASE_URL=UNREACHABLE)
     output = (done.stdout + done.stderr).decode()
     assert done.returncode == 1
     assert_no_secret(output)
@@ -644,7 +614,7 @@ def test_upgrade_says_it_adopted_the_runners_database_and_silences_notices(runne
     """As a process, as an operator runs it: the report on stdout names the tables verified
     and each column added; stderr has the revisions run and not one "already exists,
     skipping" notice (there are dozens on a runner's database)."""
-    done = run_process(["upgrade"], env={"BEACONSQL_DATABASE_URL": dsn_of(runner_db)})
+    done = cli_run(["upgrade"], text=False, BEACONSQL_DATABASE_URL=dsn_of(runner_db))
     out, err = done.stdout.decode(), done.stderr.decode()
     assert done.returncode == 0, err
     assert out.splitlines() == [
@@ -874,7 +844,7 @@ def test_every_command_is_listed_and_documented_with_an_example():
 # --------------------------------------------------------------------------------------------
 
 
-def public_tables(conn: psycopg.Connection[Any]) -> list[str]:
+def public_relations(conn: psycopg.Connection[Any]) -> list[str]:
     return [
         r[0]
         for r in conn.execute(
@@ -901,14 +871,14 @@ def demo_server(db: psycopg.Connection[Any], dsn: str) -> Iterator[str]:
 def test_demo_with_a_dsn_twice_in_a_row_and_touches_nothing_else(db, demo_server):
     seed.record_with_writer(db, seed.jobspec("bias-detection-untouched"))
     before_db = (
-        public_tables(db),
+        public_relations(db),
         db.execute(
             "SELECT (SELECT count(*) FROM jobs), (SELECT count(*) FROM executions), "
             "(SELECT count(*) FROM region_results)"
         ).fetchone(),
     )
     with psycopg.connect(demo_server, autocommit=True) as maintenance:
-        before_maintenance = public_tables(maintenance)
+        before_maintenance = public_relations(maintenance)
     for columns in ("80", "100"):
         result = cli(["demo", "--dsn", demo_server], env={"COLUMNS": columns})
         assert result.exit_code == 0, everything(result)
@@ -947,7 +917,7 @@ def test_demo_with_a_dsn_twice_in_a_row_and_touches_nothing_else(db, demo_server
     assert "beaconsql_demo" in payload["database"]
 
     after_db = (
-        public_tables(db),
+        public_relations(db),
         db.execute(
             "SELECT (SELECT count(*) FROM jobs), (SELECT count(*) FROM executions), "
             "(SELECT count(*) FROM region_results)"
@@ -956,7 +926,7 @@ def test_demo_with_a_dsn_twice_in_a_row_and_touches_nothing_else(db, demo_server
     assert after_db == before_db
     assert portal.progress(db, seed.SEED_JOBSPEC_ID).grid == []  # the demo's job is not here
     with psycopg.connect(demo_server, autocommit=True) as maintenance:
-        assert public_tables(maintenance) == before_maintenance
+        assert public_relations(maintenance) == before_maintenance
     with psycopg.connect(beacon_db.with_dbname(demo_server, "beaconsql_demo")) as demo_db:
         assert (
             demo_db.execute(
@@ -1185,10 +1155,117 @@ def test_password_never_shown_on_a_reachable_server_with_debug(db, dsn, password
             assert result.stderr.startswith("FAILED: "), (args, result.stderr)
         # as a process with --debug (tracebacks and debug logging on): still no password
         if code == 1 or args[0] in ("upgrade", "backfill", "grant"):
-            done = run_process(["--debug", *args, "--dsn", target])
+            done = cli_run(["--debug", *args, "--dsn", target], text=False)
             output = (done.stdout + done.stderr).decode()
             assert done.returncode == code, (args, output)
             assert PASSWORD not in output, args
+
+
+# --------------------------------------------------------------------------------------------
+# Secrets: the alembic CLI, awkward DSN spellings, --debug logging on a reachable server
+# --------------------------------------------------------------------------------------------
+
+AWKWARD_DSNS = {
+    "url": f"postgresql://u:{PASSWORD}@127.0.0.1:1/x",
+    "percent-encoded": f"postgresql://u:{PASSWORD}%21%40x@127.0.0.1:1/x",
+    "bad-percent": f"postgresql://u:{PASSWORD}%zz@127.0.0.1:1/x",
+    "bad-port": f"postgresql://u:{PASSWORD}@127.0.0.1:99999/x",
+    "query-password": f"postgresql://u@127.0.0.1:1/x?password={PASSWORD}",
+    "keyvalue-quoted": f"host=127.0.0.1 port=1 user=u password='{PASSWORD} with space' dbname=x",
+    "keyvalue-broken": f"host=127.0.0.1 port=1 user=u password={PASSWORD} dbname",
+    "sqlalchemy-url": f"postgresql+psycopg://u:{PASSWORD}@127.0.0.1:1/x",
+}
+# The forms libpq cannot read at all: a bad argument, refused before any connection is tried.
+AWKWARD_UNREADABLE = {"bad-percent", "keyvalue-broken", "sqlalchemy-url"}
+
+
+def no_secret(text: str) -> bool:
+    """The password appears nowhere, not even in part (its first 8 characters)."""
+    return PASSWORD[:8] not in text
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["upgrade", "head"], ["current"], ["downgrade", "base"]],
+    ids=" ".join,
+)
+def test_alembic_cli_with_a_password_in_x_dsn_never_prints_it(command: list[str]) -> None:
+    """``alembic -x dsn=postgresql://u:S3cret@127.0.0.1:1/x upgrade head`` (and current,
+    downgrade), run from the repository with its alembic.ini: it fails (no server), and the
+    password is nowhere in its output (messages, log lines, the traceback alembic prints)."""
+    done = run_alembic(["-x", f"dsn={AWKWARD_DSNS['url']}", *command])
+    output = done.stdout + done.stderr
+    assert done.returncode != 0, output
+    assert no_secret(output), output[-2000:]
+    assert "cannot connect to postgresql://u@127.0.0.1:1/x (password hidden)" in output
+
+
+@pytest.mark.parametrize("form", [f for f in AWKWARD_DSNS if f != "url"])
+def test_alembic_cli_with_awkward_password_dsns_never_prints_them(form: str) -> None:
+    """The same with percent-encoded, quoted, malformed and query-string passwords."""
+    done = run_alembic(["-x", f"dsn={AWKWARD_DSNS[form]}", "upgrade", "head"])
+    output = done.stdout + done.stderr
+    assert done.returncode != 0, output
+    assert no_secret(output), output[-2000:]
+
+
+@pytest.mark.parametrize("form", list(AWKWARD_DSNS))
+def test_cli_with_awkward_password_dsns_fails_without_the_password(form: str) -> None:
+    """Every command that connects (JSON and human output, and ``demo --dsn``), given a DSN
+    whose password is spelt awkwardly (percent-encoded, quoted with a space, in the query
+    string, in an unparsable DSN): exit 1 (no server there), or 2 before any connection when
+    libpq cannot read the DSN; ``FAILED: …``, no traceback, no password."""
+    for args in (
+        ["status", "--json"],
+        ["verify", "--json"],
+        ["backfill", "--json"],
+        ["executions", "X", "--json"],
+        ["progress", "X"],
+        ["grant", "--json"],
+        ["upgrade"],
+        ["demo", "--json"],
+    ):
+        result = cli([*args, "--dsn", AWKWARD_DSNS[form]])
+        output = result.stdout + result.stderr
+        assert result.exit_code == (2 if form in AWKWARD_UNREADABLE else 1), (args, output)
+        if form in AWKWARD_UNREADABLE:
+            assert "--dsn is not a PostgreSQL connection string" in output, (args, output)
+        assert result.exception is None or isinstance(result.exception, SystemExit), args
+        assert "Traceback" not in output
+        assert result.stderr.splitlines()[-1].startswith("FAILED: "), (args, output)
+        assert no_secret(output), (args, output)
+
+
+def test_debug_logging_on_a_reachable_server_never_shows_the_password(
+    db: psycopg.Connection[Any], dsn: str, password_roles: dict[str, str]
+) -> None:
+    """``--debug`` (debug logging and tracebacks to stderr) with a password-bearing DSN that
+    works (a superuser's), for what test_password_never_shown_on_a_reachable_server_with_debug
+    does not run under --debug: ``status --json``, ``verify --json`` (exit 3: unmirrored
+    history), ``backfill --json --dry-run``, ``executions --json`` and ``progress --json``,
+    the DSN given as --dsn and as DATABASE_URL: the expected exit code, JSON on stdout, no
+    password anywhere."""
+    password_dsn = with_user(dsn, password_roles["super"])
+    seed.record_with_writer(db, seed.jobspec())
+    write_bulk_legacy(db, "debug", 5)
+    runs = [
+        (["status", "--json"], 0),
+        (["verify", "--json"], 3),  # the legacy history is not mirrored yet: drift
+        (["backfill", "--json", "--dry-run"], 0),
+        (["executions", seed.SEED_JOBSPEC_ID, "--json"], 0),
+        (["progress", seed.SEED_JOBSPEC_ID, "--json"], 0),
+    ]
+    for args, code in runs:
+        for how in ("--dsn", "env"):
+            if how == "--dsn":
+                done = cli_run(["--debug", *args, "--dsn", password_dsn])
+            else:
+                done = cli_run(["--debug", *args], DATABASE_URL=password_dsn)
+            assert done.returncode == code, (args, done.stderr[-2000:])
+            json.loads(done.stdout)
+            assert PASSWORD not in done.stdout + done.stderr, args
+    status = json.loads(cli_run(["status", "--json", "--dsn", password_dsn]).stdout)
+    assert PASSWORD not in json.dumps(status)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1304,13 +1381,12 @@ def test_backfill_on_a_terminal_draws_the_bar_with_total_and_eta(db, dsn):
 
 
 def run_alembic(args: Sequence[str], **env: str) -> subprocess.CompletedProcess[str]:
-    """``alembic ARGS`` as a process, from the repository (its alembic.ini)."""
-    environment = {k: v for k, v in os.environ.items() if "DATABASE_URL" not in k}
-    environment.update(env)
+    """``alembic ARGS`` as a process, from the repository (its alembic.ini); environment:
+    helpers.cli_env, the server's TimeZone."""
     return subprocess.run(
         [str(Path(sys.executable).parent / "alembic"), *args],
         cwd=REPO,
-        env=environment,
+        env=cli_env(time_zone=None, **env),
         capture_output=True,
         text=True,
         timeout=120,

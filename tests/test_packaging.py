@@ -17,10 +17,9 @@ from typing import Any
 import psycopg
 import pytest
 from conftest import dsn_of
+from helpers import REPO
 
 from beaconsql import migration
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 def build_wheel(out: Path) -> Path:

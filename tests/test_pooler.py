@@ -19,12 +19,11 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,16 +31,14 @@ from typing import Any
 import psycopg
 import pytest
 from conftest import dsn_for, dsn_of
-from psycopg import sql
+from helpers import cli_process, cli_run, last_run, triggers_skipped, wait_for_batches
 
 from beaconsql import backfill, migration, portal, seed, verify
 from beaconsql import status as status_module
 from beaconsql.db import behind_pooler
 from beaconsql.errors import BackfillBusyError, MigrationError
 
-REPO = Path(__file__).resolve().parents[1]
 POOL_SIZE = 2
-TRIGGER_TABLES = ("jobs", "cross_region_executions", "region_results", "executions")
 PREPARED_STATEMENT_ERRORS = (
     psycopg.errors.InvalidSqlStatementName,  # 26000: prepared statement "_pg3_0" does not exist
     psycopg.errors.DuplicatePreparedStatement,  # 42P05: ... already exists
@@ -189,20 +186,6 @@ def pooler(
 # ============================================================================================
 
 
-@contextmanager
-def triggers_skipped(conn: psycopg.Connection[Any]) -> Iterator[None]:
-    """Write as if beaconsql's triggers did not exist (history from before the mirror)."""
-    for table in TRIGGER_TABLES:
-        conn.execute(sql.SQL("ALTER TABLE {} DISABLE TRIGGER USER").format(sql.Identifier(table)))
-    try:
-        yield
-    finally:
-        for table in TRIGGER_TABLES:
-            conn.execute(
-                sql.SQL("ALTER TABLE {} ENABLE TRIGGER USER").format(sql.Identifier(table))
-            )
-
-
 LEGACY_HISTORY = """
 WITH job AS (
     INSERT INTO jobs (jobspec_id, jobspec_data, status, created_at, updated_at)
@@ -265,63 +248,6 @@ def mirrored_rows_of_jobs(conn: psycopg.Connection[Any], prefix: str) -> int:
     ).fetchone()
     assert row is not None
     return int(row[0])
-
-
-def cli_env() -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("BEACONSQL_DATABASE_URL", "DATABASE_URL", "PGOPTIONS")
-    }
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-def cli_process(args: list[str]) -> subprocess.Popen[str]:
-    """``python -m beaconsql.cli ARGS`` in a process of its own."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "beaconsql.cli", *args],
-        cwd=REPO,
-        env=cli_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def cli_run(args: list[str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "beaconsql.cli", *args],
-        cwd=REPO,
-        env=cli_env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
-def last_run(conn: psycopg.Connection[Any]) -> dict[str, Any]:
-    with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
-        row = cur.execute(
-            "SELECT * FROM region_results_backfill_runs ORDER BY id DESC LIMIT 1"
-        ).fetchone()
-    assert row is not None
-    return row
-
-
-def wait_for_batches(conn: psycopg.Connection[Any], procs: list[Any], n: int) -> None:
-    """Wait until the running backfill saved *n* batches (its processes still alive)."""
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        for proc in procs:
-            assert proc.poll() is None, f"a backfill ended early: {proc.communicate()}"
-        row = conn.execute(
-            "SELECT max(batches) FROM region_results_backfill_runs WHERE status = 'running'"
-        ).fetchone()
-        if row and row[0] is not None and row[0] >= n:
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"the backfill did not reach {n} batches")
 
 
 class Traffic:
@@ -413,7 +339,9 @@ def test_backfill_through_the_pooler_with_other_traffic_is_exact(
         deadline = time.monotonic() + 60
         while not traffic.jobs and not traffic.errors and time.monotonic() < deadline:
             time.sleep(0.05)
-        proc = cli_process(["backfill", "--dsn", pooled, "--batch-size", "10", "--json"])
+        proc = cli_process(
+            ["backfill", "--dsn", pooled, "--batch-size", "10", "--json"], time_zone=None
+        )
         out, err = proc.communicate(timeout=300)
     assert traffic.errors == [], traffic.errors
     assert proc.returncode == 0, (out, err)
@@ -446,7 +374,7 @@ def test_two_concurrent_backfills_through_the_pooler_one_runs_the_other_is_refus
     legacy = write_legacy_history(db, "twice-", 20)
     pooled = pooler.dsn(db.info.dbname)
     args = ["backfill", "--dsn", pooled, "--batch-size", "5", "--sleep", "600"]
-    procs = [cli_process(args), cli_process(args)]
+    procs = [cli_process(args, time_zone=None), cli_process(args, time_zone=None)]
     try:
         deadline = time.monotonic() + 120
         while all(p.poll() is None for p in procs) and time.monotonic() < deadline:
@@ -454,7 +382,7 @@ def test_two_concurrent_backfills_through_the_pooler_one_runs_the_other_is_refus
         refused = next(p for p in procs if p.poll() is not None)
         runner = next(p for p in procs if p is not refused)
         out, err = refused.communicate()
-        wait_for_batches(db, [runner], 1)
+        wait_for_batches(db, [runner], 1, limit=120)
     finally:
         for proc in procs:
             if proc.poll() is None:
@@ -468,7 +396,7 @@ def test_two_concurrent_backfills_through_the_pooler_one_runs_the_other_is_refus
     runs = db.execute("SELECT id, status, lease_pid FROM region_results_backfill_runs").fetchall()
     assert len(runs) == 1 and runs[0][1:] == ("interrupted", runner.pid)
 
-    done = cli_run(["backfill", "--dsn", pooled, "--json"])
+    done = cli_run(["backfill", "--dsn", pooled, "--json"], timeout=300, time_zone=None)
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
     assert summary["resumed"] is True and summary["run_id"] == runs[0][0]
@@ -488,10 +416,11 @@ def test_kill_9_through_the_pooler_then_the_next_run_resumes_once_the_lease_expi
     pooled = pooler.dsn(db.info.dbname)
     lease = 8.0
     proc = cli_process(
-        ["backfill", "--dsn", pooled, "--batch-size", "5", "--sleep", "0.2", "--lease", str(lease)]
+        ["backfill", "--dsn", pooled, "--batch-size", "5", "--sleep", "0.2", "--lease", str(lease)],
+        time_zone=None,
     )
     try:
-        wait_for_batches(db, [proc], 2)
+        wait_for_batches(db, [proc], 2, limit=120)
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.communicate(timeout=30)
@@ -508,14 +437,16 @@ def test_kill_9_through_the_pooler_then_the_next_run_resumes_once_the_lease_expi
         while not (holder := backfill.lease_holder(conn)) or not holder.lapsed:
             assert holder is not None and time.monotonic() < deadline
             time.sleep(0.1)
-    shown = cli_run(["status", "--dsn", pooled, "--json"])
+    shown = cli_run(["status", "--dsn", pooled, "--json"], timeout=300, time_zone=None)
     assert shown.returncode == 0, shown.stderr
     unfinished = json.loads(shown.stdout)["backfill"]["unfinished"]
     assert (unfinished["id"], unfinished["status"]) == (killed["id"], "interrupted")
-    human = cli_run(["status", "--dsn", pooled])
+    human = cli_run(["status", "--dsn", pooled], timeout=300, time_zone=None)
     assert f"backfill: run #{killed['id']} interrupted" in human.stdout, human.stdout
 
-    done = cli_run(["backfill", "--dsn", pooled, "--batch-size", "50", "--json"])
+    done = cli_run(
+        ["backfill", "--dsn", pooled, "--batch-size", "50", "--json"], timeout=300, time_zone=None
+    )
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
     assert summary["resumed"] is True and summary["run_id"] == killed["id"]
@@ -537,8 +468,10 @@ def test_verify_through_the_pooler_on_15k_region_results(
     through the pool: the same report as directly (exit 3: all of them written before the
     mirror, not mirrored yet)."""
     assert write_legacy_history(db, "verify-", 7_500) == 15_000
-    pooled = cli_run(["verify", "--dsn", pooler.dsn(db.info.dbname), "--json"])
-    direct = cli_run(["verify", "--dsn", dsn_of(db), "--json"])
+    pooled = cli_run(
+        ["verify", "--dsn", pooler.dsn(db.info.dbname), "--json"], timeout=300, time_zone=None
+    )
+    direct = cli_run(["verify", "--dsn", dsn_of(db), "--json"], timeout=300, time_zone=None)
     assert pooled.returncode == 3, pooled.stderr
     report = json.loads(pooled.stdout)
     assert report["region_results_examined"] == 15_000
@@ -564,12 +497,18 @@ def test_status_executions_and_progress_through_the_pooler(
         ["progress", job, "--json"],
         ["progress", job],
     ):
-        through = cli_run([*args, "--dsn", pooled])
+        through = cli_run([*args, "--dsn", pooled], timeout=300, time_zone=None)
         assert through.returncode == 0, (args, through.stderr)
-        assert through.stdout == cli_run([*args, "--dsn", direct]).stdout, args
+        assert (
+            through.stdout == cli_run([*args, "--dsn", direct], timeout=300, time_zone=None).stdout
+        ), args
     assert (
         len(
-            json.loads(cli_run(["executions", job, "--json", "--dsn", pooled]).stdout)["executions"]
+            json.loads(
+                cli_run(
+                    ["executions", job, "--json", "--dsn", pooled], timeout=300, time_zone=None
+                ).stdout
+            )["executions"]
         )
         == 18
     )
@@ -624,7 +563,7 @@ def test_upgrade_through_the_pooler_stops_and_leaves_no_lock_timeout_behind(
     pooler.warm(name)
     default = pooler.server_settings(name, "lock_timeout")
     assert set(default.values()) == {"0"}
-    done = cli_run(["upgrade", "--dsn", pooler.dsn(name)])
+    done = cli_run(["upgrade", "--dsn", pooler.dsn(name)], timeout=300, time_zone=None)
     assert done.returncode == 1, (done.stdout, done.stderr)
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(

@@ -22,7 +22,7 @@ from factories import (
     make_region_result,
     make_run,
 )
-from psycopg.rows import dict_row
+from helpers import fetch
 
 from beaconsql import portal, seed, writer
 from beaconsql.errors import InvalidArgumentError
@@ -57,11 +57,6 @@ JOB_ITEM_FIELDS = {
     "is_content_refusal",
 }
 JOB_ITEM_OPTIONAL = {"started_at", "completed_at", "receipt"}
-
-
-def fetch(conn: psycopg.Connection[Any], query: str, params: Any = None) -> list[dict[str, Any]]:
-    with conn.cursor(row_factory=dict_row) as cur:
-        return cur.execute(query, params).fetchall()
 
 
 def naive(minutes: float = 0) -> datetime:

@@ -28,8 +28,8 @@ from factories import (
     make_region_result,
     make_run,
 )
+from helpers import fetch
 from psycopg import sql
-from psycopg.rows import dict_row
 
 from beaconsql import migration, seed, writer
 
@@ -55,11 +55,6 @@ F = "bias-detection-1761300000000"  # running region
 # --------------------------------------------------------------------------------------------
 # Helpers
 # --------------------------------------------------------------------------------------------
-
-
-def fetch(conn: psycopg.Connection[Any], query: Any, params: Any = None) -> list[dict[str, Any]]:
-    with conn.cursor(row_factory=dict_row) as cur:
-        return cur.execute(query, params).fetchall()
 
 
 def shown(conn: psycopg.Connection[Any], jobspec_id: str) -> list[dict[str, Any]]:

@@ -7,9 +7,11 @@ from typing import Any
 
 import psycopg
 import pytest
+from conftest import dsn_of
+from helpers import scalar
 
-from beaconsql import seed, writer
-from beaconsql.errors import InvalidArgumentError
+from beaconsql import migration, seed, writer
+from beaconsql.errors import InvalidArgumentError, NotMigratedError
 
 
 def executions_rows(conn: psycopg.Connection[Any], jobspec_id: str) -> list[dict[str, Any]]:
@@ -215,3 +217,34 @@ def test_record_pair_accepts_nesting_up_to_the_limit_and_the_portal_reads_it(db)
     )
     [row] = executions_rows(db, spec["id"])
     assert row["output_data"]["detail"] == deep
+
+
+def test_writer_finish_region_on_a_database_at_revision_0001_names_the_upgrade(
+    empty_db: psycopg.Connection[Any],
+) -> None:
+    """The writer is beaconsql's: finish_region counts the planned pairs with the functions of
+    revision 0002 (models and questions read as the mirror rule reads them). On a database at
+    revision 0001 (mid-upgrade, or rolled back per docs/operations.md section 6) the writes
+    before it succeed, and finish_region raises NotMigratedError naming `beaconsql upgrade`;
+    after the upgrade the same call finishes the region."""
+    empty_db.commit()
+    empty_db.autocommit = True
+    migration.upgrade(dsn_of(empty_db), "0001")
+    spec = seed.jobspec("x1")
+    writer.create_job(empty_db, spec)
+    run_id = writer.start_run(empty_db, spec["id"], regions=["US"])
+    rid = writer.start_region(empty_db, run_id, "US")
+    writer.record_pair(
+        empty_db,
+        rid,
+        model_id=seed.MODELS[0],
+        question_id=seed.QUESTIONS[0],
+        status="completed",
+        output={"response": "ok"},
+    )
+    with pytest.raises(NotMigratedError, match="beaconsql upgrade"):
+        writer.finish_region(empty_db, rid)
+    migration.upgrade(dsn_of(empty_db), "head")
+    summary = writer.finish_region(empty_db, rid)
+    assert (summary.status, summary.success_count) == ("success", 1)
+    assert scalar(empty_db, "SELECT status FROM region_results WHERE id = %s", (rid,)) == "success"

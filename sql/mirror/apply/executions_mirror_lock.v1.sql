@@ -2,7 +2,10 @@
 -- serialises everything able to create or remove executions rows of (job_id, region)'s keys;
 -- without a job, the region result's own (SPEC "Serialisation"). executions_mirror_lock(keys):
 -- takes those locks, in key order: row locks on executions_mirror_locks, a table no reader or
--- writer role may lock. Read by apply and the triggers.
+-- writer role may lock. region_results_mirror_lock(region_result_ids, lock_keys): every lock
+-- applying those region results needs, in the mirror's one order (docs/mirror.md, "Locks"):
+-- their (job_id, region) locks and lock_keys, then their state rows. Read by apply and the
+-- triggers.
 CREATE OR REPLACE FUNCTION public.executions_mirror_lock_key(job_id integer, region text,
                                                              region_result_id uuid)
 RETURNS text
@@ -30,6 +33,35 @@ BEGIN
     PERFORM 1 FROM public.executions_mirror_locks l
     WHERE l.lock_key = ANY (keys)
     ORDER BY l.lock_key
+    FOR UPDATE;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION public.region_results_mirror_lock(region_result_ids uuid[],
+                                                             lock_keys text[] DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
+SET enable_seqscan = off
+AS $$
+BEGIN
+    -- The keys of their jobs as they are now, and of the rows they have (whose job may be an
+    -- earlier one).
+    PERFORM public.executions_mirror_lock(ARRAY(
+        SELECT k FROM unnest(lock_keys) k
+        UNION
+        SELECT public.executions_mirror_lock_key(i.job_id, i.region::text, i.region_result_id)
+        FROM public.region_results_mirror_inputs i
+        WHERE i.region_result_id = ANY (region_result_ids)
+        UNION
+        SELECT public.executions_mirror_lock_key(e.job_id, e.region::text, e.mirror_region_result_id)
+        FROM public.executions e
+        WHERE e.mirror_region_result_id = ANY (region_result_ids)));
+    PERFORM 1 FROM public.region_results_mirror_state s
+    WHERE s.region_result_id = ANY (region_result_ids)
+    ORDER BY s.region_result_id
     FOR UPDATE;
 END
 $$;

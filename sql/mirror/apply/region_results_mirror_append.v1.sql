@@ -1,9 +1,9 @@
 -- region_results_mirror_append(new_row, old_elements, new_elements): apply an UPDATE of region
 -- result new_row (its execution_output left out) that only appended one element to its
 -- execution_output.executions (the writer's record_pair) as one insert, without re-deriving the
--- region (SPEC "Idempotent and quiet"). Returns false, having written nothing but possibly the
--- state's new version, when the change needs more; the caller then applies the region result.
--- Its lock is the region result's state row. Called by region_results_mirror_update.
+-- region (SPEC "Idempotent and quiet"). Returns false, having written nothing, when the change
+-- needs more; the caller then applies the region result. The caller holds the region result's
+-- locks (region_results_mirror_lock). Called by region_results_mirror_update.
 CREATE OR REPLACE FUNCTION public.region_results_mirror_append(new_row public.region_results,
                                                                old_elements jsonb,
                                                                new_elements jsonb)
@@ -18,6 +18,9 @@ AS $$
 DECLARE
     v record;
     job integer;
+    row public.executions_mirror_row;
+    owned boolean;
+    existing integer;
 BEGIN
     IF jsonb_typeof(old_elements) <> 'array' OR jsonb_typeof(new_elements) <> 'array'
        OR jsonb_array_length(new_elements) <> jsonb_array_length(old_elements) + 1
@@ -44,8 +47,12 @@ BEGIN
     FROM public.cross_region_executions x
     LEFT JOIN public.jobs j ON j.jobspec_id = x.jobspec_id
     WHERE x.id = new_row.cross_region_execution_id;
-    -- The lock, and the proof that the rest is mirrored: the state of the version this update
-    -- replaces (region_results_mirror_guard clears it otherwise) for the job as it is now.
+    row := ROW(job, new_row.cross_region_execution_id, new_row.region,
+               coalesce(new_row.provider_id, ''), v.model_id, v.question_id, v.status,
+               v.started_at, v.completed_at, v.started_at, v.output_data, v.receipt_data,
+               v.original_error, new_row.id, 3)::public.executions_mirror_row;
+    -- The proof that the rest is mirrored: the state of the version this update replaces
+    -- (region_results_mirror_guard clears it otherwise) for the job as it is now.
     UPDATE public.region_results_mirror_state s
     SET r_xmin = (SELECT r.xmin FROM public.region_results r WHERE r.id = new_row.id),
         mirrored_at = now()
@@ -58,32 +65,38 @@ BEGIN
     IF NOT FOUND THEN
         RETURN false;
     END IF;
-    -- A row for the pair already (an evidence 1 row of a finished region): the general path.
-    IF EXISTS (SELECT 1 FROM public.executions e
-               WHERE e.mirror_region_result_id = new_row.id
-                 AND e.model_id = v.model_id AND e.question_id = v.question_id) THEN
-        RETURN false;
-    END IF;
-    -- A direct row owns the key: the rule's row is not materialised.
-    IF job IS NOT NULL AND EXISTS (
-            SELECT 1 FROM public.executions d
-            WHERE d.mirror_region_result_id IS NULL AND d.job_id = job
-              AND d.region = new_row.region AND d.model_id = v.model_id
-              AND nullif(d.question_id, '') = v.question_id) THEN
+    owned := job IS NOT NULL AND EXISTS (
+        SELECT 1 FROM public.executions d
+        WHERE d.mirror_region_result_id IS NULL AND d.job_id = job
+          AND d.region = new_row.region AND d.model_id = v.model_id
+          AND nullif(d.question_id, '') = v.question_id);
+    SELECT e.id INTO existing
+    FROM public.executions e
+    WHERE e.mirror_region_result_id = new_row.id
+      AND e.model_id = v.model_id AND e.question_id = v.question_id;
+    IF existing IS NOT NULL AND NOT owned THEN
+        -- The pair's row is there (an evidence-1 row of a finished region): it becomes the
+        -- element's, if no other statement holds it.
+        IF EXISTS (SELECT 1 FROM public.executions e WHERE e.id = existing
+                   FOR UPDATE SKIP LOCKED) THEN
+            PERFORM public.executions_mirror_update(ARRAY[existing], ARRAY[row]);
+            RETURN true;
+        END IF;
+    ELSIF existing IS NULL AND owned THEN
+        RETURN true;  -- a direct row owns the key: the rule's row is not materialised
+    ELSIF existing IS NULL
+          -- the rows the new one references, without waiting for them (see apply, step 3)
+          AND EXISTS (SELECT 1 FROM public.cross_region_executions x
+                      WHERE x.id = new_row.cross_region_execution_id FOR KEY SHARE SKIP LOCKED)
+          AND (job IS NULL OR EXISTS (SELECT 1 FROM public.jobs j
+                                      WHERE j.id = job FOR KEY SHARE SKIP LOCKED)) THEN
+        PERFORM public.executions_mirror_insert(ARRAY[row]);
         RETURN true;
     END IF;
-    -- The rows the new one references, without waiting for them (see apply, step 3).
-    IF NOT EXISTS (SELECT 1 FROM public.cross_region_executions x
-                   WHERE x.id = new_row.cross_region_execution_id FOR KEY SHARE SKIP LOCKED)
-       OR (job IS NOT NULL AND NOT EXISTS (SELECT 1 FROM public.jobs j
-                                           WHERE j.id = job FOR KEY SHARE SKIP LOCKED)) THEN
-        RETURN false;
-    END IF;
-    PERFORM public.executions_mirror_insert(ARRAY[ROW(
-        job, new_row.cross_region_execution_id, new_row.region, coalesce(new_row.provider_id, ''),
-        v.model_id, v.question_id, v.status, v.started_at, v.completed_at, v.started_at,
-        v.output_data, v.receipt_data, v.original_error, new_row.id, 3
-    )::public.executions_mirror_row]);
+    -- Anything else (a row held by another statement, a mirrored row beside a direct one) is
+    -- deferred: the region result is left not mirrored, for its next apply or a backfill.
+    UPDATE public.region_results_mirror_state s SET r_xmin = NULL
+    WHERE s.region_result_id = new_row.id;
     RETURN true;
 END
 $$;

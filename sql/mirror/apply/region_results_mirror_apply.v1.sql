@@ -93,20 +93,7 @@ BEGIN
         -- 1. The mirror's own locks, each set in key order: (job_id, region) locks, then the
         -- region results' states (the append path's lock). Waiting for them is safe: whoever
         -- holds them waits for nothing but the mirror's locks (see step 3).
-        PERFORM public.executions_mirror_lock(ARRAY(
-            SELECT k FROM unnest(lock_keys) k
-            UNION
-            SELECT public.executions_mirror_lock_key(i.job_id, i.region::text, i.region_result_id)
-            FROM public.region_results_mirror_inputs i
-            WHERE i.region_result_id = ANY (region_result_ids)
-            UNION
-            SELECT public.executions_mirror_lock_key(e.job_id, e.region::text, e.mirror_region_result_id)
-            FROM public.executions e
-            WHERE e.mirror_region_result_id = ANY (region_result_ids)));
-        PERFORM 1 FROM public.region_results_mirror_state s
-        WHERE s.region_result_id = ANY (region_result_ids)
-        ORDER BY s.region_result_id
-        FOR UPDATE;
+        PERFORM public.region_results_mirror_lock(region_result_ids, lock_keys);
     END IF;
 
     -- 2. The plan, with a snapshot taken once the locks are held.

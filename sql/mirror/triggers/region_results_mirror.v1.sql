@@ -15,11 +15,19 @@ SET plan_cache_mode = force_generic_plan
 SET enable_seqscan = off
 AS $$
 BEGIN
-    UPDATE public.region_results_mirror_state s
-    SET r_xmin = NULL
-    WHERE s.region_result_id = OLD.id
-      AND s.r_xmin IS NOT NULL
-      AND s.r_xmin IS DISTINCT FROM (SELECT r.xmin FROM public.region_results r WHERE r.id = OLD.id);
+    IF EXISTS (SELECT 1 FROM public.region_results_mirror_state s
+               WHERE s.region_result_id = OLD.id
+                 AND s.r_xmin IS NOT NULL
+                 AND s.r_xmin IS DISTINCT FROM (SELECT r.xmin FROM public.region_results r
+                                                WHERE r.id = OLD.id)) THEN
+        PERFORM public.region_results_mirror_lock(ARRAY[OLD.id]);
+        UPDATE public.region_results_mirror_state s
+        SET r_xmin = NULL
+        WHERE s.region_result_id = OLD.id
+          AND s.r_xmin IS NOT NULL
+          AND s.r_xmin IS DISTINCT FROM (SELECT r.xmin FROM public.region_results r
+                                         WHERE r.id = OLD.id);
+    END IF;
     RETURN NEW;
 END
 $$;
@@ -47,6 +55,9 @@ BEGIN
            IS NOT DISTINCT FROM
            (OLD.cross_region_execution_id, OLD.region, OLD.provider_id, OLD.status,
             OLD.started_at, OLD.completed_at, OLD.error_message, OLD.model_id) THEN
+        -- The locks apply would take, in its order, before the state row is touched: the
+        -- paths below may still hand over to it.
+        PERFORM public.region_results_mirror_lock(ARRAY[NEW.id]);
         -- What the rule reads of execution_output: its elements, else its legacy answer.
         changed := CASE WHEN jsonb_typeof(new_elements) = 'array' OR jsonb_typeof(old_elements) = 'array'
                         THEN old_elements IS DISTINCT FROM new_elements
