@@ -59,6 +59,38 @@ FROM cross_region_executions x
 CROSS JOIN (VALUES ('US', 0), ('EU', 1)) r(region, k)
 WHERE x.jobspec_id LIKE %(prefix)s || '%%';
 
+-- name: running_region_results
+-- Regions still running, in the writer's format: the first %(recorded)s of the 9 pairs
+-- recorded, the rest not yet (the view derives their placeholders). The portal polls these.
+INSERT INTO region_results (cross_region_execution_id, region, provider_id, status, started_at,
+                            execution_output)
+SELECT x.id, r.region, 'modal-' || lower(r.region), 'running', x.started_at,
+       jsonb_build_object('executions', (
+           SELECT jsonb_agg(jsonb_build_object(
+                      'model_id', p.m, 'question_id', p.q, 'status', 'completed',
+                      'started_at', to_char(x.started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
+                      'completed_at', to_char(x.started_at AT TIME ZONE 'UTC' + interval '3 seconds', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
+                      'output', jsonb_build_object('response', p.m || ' on ' || p.q),
+                      'error', NULL) ORDER BY p.m, p.q)
+           FROM (SELECT m, q FROM unnest(ARRAY['llama3.2-1b', 'mistral-7b', 'qwen2.5-1.5b']) m,
+                                  unnest(ARRAY['greatest_invention', 'tiananmen_neutral', 'taiwan_status']) q
+                 ORDER BY m, q LIMIT %(recorded)s) p))
+FROM cross_region_executions x
+CROSS JOIN (VALUES ('US'), ('EU')) r(region)
+WHERE x.jobspec_id LIKE %(prefix)s || '%%';
+
+-- name: unmirror_region_results
+-- Change %(n)s region results of the prefix behind the mirror's back (the caller disables its
+-- triggers): they are not mirrored until a backfill, and the view derives their rows.
+UPDATE region_results r
+SET execution_output = jsonb_set(r.execution_output, '{executions,0,output,response}',
+                                 '"changed while the mirror was off"')
+WHERE r.id IN (SELECT r2.id FROM region_results r2
+               JOIN cross_region_executions x ON x.id = r2.cross_region_execution_id
+               WHERE x.jobspec_id LIKE %(prefix)s || '%%'
+                 AND jsonb_typeof(r2.execution_output -> 'executions') = 'array'
+               ORDER BY r2.id LIMIT %(n)s);
+
 -- name: direct_executions
 -- The runner's own executions rows (its dual write), one per pair of each region result.
 INSERT INTO executions (job_id, provider_id, region, status, started_at, completed_at,

@@ -341,34 +341,61 @@ def backfill_scaling(server: str, results: Results) -> None:
 # -- 4: the portal read -------------------------------------------------------------------------
 
 
-def portal_read(server: str, results: Results, *, jobs: int = 50_000) -> None:
-    """portal_view_vs_direct: half the jobs through the writer's format, half the runner's way
-    (direct rows plus region rows), all mirrored; 200 random jobs x 3 rounds."""
-    dsn = scratch_database(server, "beaconsql_bench_portal")
+RUNNING_JOBS = 300
+UNMIRRORED_REGION_RESULTS = 300
+
+
+def build_portal_dataset(conn: psycopg.Connection[Any], jobs: int) -> dict[str, int]:
+    """Fill a migrated database as the portal finds it in production: *jobs* finished jobs,
+    half recorded through the writer's format, half the runner's way (direct rows plus its
+    region rows), all mirrored; then RUNNING_JOBS jobs whose regions are still running, and
+    UNMIRRORED_REGION_RESULTS region results changed while the mirror's triggers were off.
+    Return the dataset's sizes."""
     q = queries()
     half = jobs // 2
+    set_mirror_triggers(conn, False)
+    for prefix, regions_query in (
+        ("writer-", "writer_region_results"),
+        ("runner-", "legacy_region_results"),
+    ):
+        conn.execute(q["jobs"], {"prefix": prefix, "n": half})
+        conn.execute(q["runs"], {"prefix": prefix})
+        conn.execute(q[regions_query], {"prefix": prefix})
+    conn.execute(q["direct_executions"], {"prefix": "runner-"})
+    set_mirror_triggers(conn, True)
+    conn.execute("VACUUM ANALYZE")
+    summary = backfill.backfill(conn, batch_size=2000)
+    # The running jobs, through the triggers as the writer records them.
+    conn.execute(q["jobs"], {"prefix": "running-", "n": RUNNING_JOBS})
+    conn.execute(q["runs"], {"prefix": "running-"})
+    conn.execute(
+        "UPDATE cross_region_executions SET status = 'running', completed_at = NULL "
+        "WHERE jobspec_id LIKE 'running-%'"
+    )
+    conn.execute("UPDATE jobs SET status = 'running' WHERE jobspec_id LIKE 'running-%'")
+    conn.execute(q["running_region_results"], {"prefix": "running-", "recorded": 4})
+    set_mirror_triggers(conn, False)
+    conn.execute(q["unmirror_region_results"], {"prefix": "writer-", "n": UNMIRRORED_REGION_RESULTS})
+    set_mirror_triggers(conn, True)
+    conn.execute("VACUUM ANALYZE")
+    row = conn.execute("SELECT count(*) FROM executions").fetchone()
+    return {
+        "jobs": jobs + RUNNING_JOBS,
+        "executions_rows": row[0] if row else 0,
+        "mirrored_rows": summary.inserted,
+        "running_jobs": RUNNING_JOBS,
+        "unmirrored_region_results": UNMIRRORED_REGION_RESULTS,
+    }
+
+
+def portal_read(server: str, results: Results, *, jobs: int = 50_000) -> None:
+    """portal_view_vs_direct: the portal's job read on build_portal_dataset's database; 200
+    random jobs x 3 rounds."""
+    dsn = scratch_database(server, "beaconsql_bench_portal")
+    half = jobs // 2
+    q = queries()
     with psycopg.connect(dsn, autocommit=True) as conn:
-        set_mirror_triggers(conn, False)
-        for prefix, regions_query in (
-            ("writer-", "writer_region_results"),
-            ("runner-", "legacy_region_results"),
-        ):
-            conn.execute(q["jobs"], {"prefix": prefix, "n": half})
-            conn.execute(q["runs"], {"prefix": prefix})
-            conn.execute(q[regions_query], {"prefix": prefix})
-        conn.execute(q["direct_executions"], {"prefix": "runner-"})
-        set_mirror_triggers(conn, True)
-        conn.execute("VACUUM ANALYZE")
-        summary = backfill.backfill(conn, batch_size=2000)
-        conn.execute("VACUUM ANALYZE")
-        total = conn.execute("SELECT count(*) FROM executions").fetchone()
-        results.figure(
-            "portal_dataset",
-            jobs,
-            "jobs",
-            executions_rows=total[0] if total else 0,
-            mirrored_rows=summary.inserted,
-        )
+        results.figure("portal_dataset", jobs, "jobs", **build_portal_dataset(conn, jobs))
         ids = [f"{p}{random.randint(1, half)}" for p in ("writer-", "runner-") for _ in range(100)]
         view, direct = portal_query(), q["direct_read"]
         params = [{"jobspec_id": i, "limit": None, "offset": 0} for i in ids]

@@ -3,6 +3,7 @@
 -- plan or write run with their owner's rights (SECURITY DEFINER) and for the triggers only.
 REVOKE EXECUTE ON FUNCTION
     public.executions_mirror_lock(text[]),
+    public.region_results_mirror_lock(uuid[], text[]),
     public.executions_mirror_insert(public.executions_mirror_row[]),
     public.executions_mirror_update(integer[], public.executions_mirror_row[]),
     public.region_results_mirror_plan(uuid[], text[], boolean),
