@@ -108,10 +108,15 @@ def apply_manifest(relative_path: str) -> None:
 def undo_manifest(relative_path: str) -> None:
     """Undo every file of the manifest, in reverse order: its ``down`` file, else a ``DROP …
     IF EXISTS`` of each object it names (never CASCADE: a dependent object of someone else's
-    stops the downgrade, named by PostgreSQL)."""
+    stops the downgrade, named by PostgreSQL); the indexes of a ``concurrently`` file are
+    dropped CONCURRENTLY."""
     for entry in reversed(read_manifest(relative_path)):
         if entry.down:
             run_sql_file(entry.down)
+        if entry.concurrently:
+            if entry.drop:
+                drop_indexes_concurrently([o.removeprefix("INDEX public.") for o in entry.drop])
+            continue
         for obj in entry.drop:
             kind, _, rest = obj.partition(" ")
             execute_sql(f"DROP {kind} IF EXISTS {rest};")

@@ -21,12 +21,8 @@ depends_on = None
 
 
 def upgrade() -> None:
-    ddl.run_sql_file("views/executions_unified.v1.sql")
-    ddl.run_sql_file("views/jobs_mirror_dimensions.v1.sql")
+    ddl.apply_manifest("views/manifest.toml")
 
 
 def downgrade() -> None:
-    ddl.execute_sql(
-        "DROP FUNCTION IF EXISTS public.jobs_mirror_dimensions(jsonb);\n"
-        "DROP VIEW IF EXISTS public.executions_unified;"
-    )
+    ddl.undo_manifest("views/manifest.toml")
