@@ -41,7 +41,7 @@ logger = logging.getLogger("beaconsql")
 
 LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
 # PostgreSQL's bigint, the largest OFFSET (and count) the server takes.
-BIGINT_MAX = 2**63 - 1
+BIGINT_MAX = portal.BIGINT_MAX
 
 
 def stdout() -> Console:
@@ -152,6 +152,24 @@ def _dsn_option(*, required: bool) -> Callable[[F], F]:
 # None when nothing is configured (commands that can work without a database).
 dsn_option = _dsn_option(required=True)
 optional_dsn_option = _dsn_option(required=False)
+
+
+def usage_check(check: Callable[..., str | None]) -> Callable[[F], F]:
+    """Refuse a combination of arguments as a usage error (exit 2) before the DSN is even looked
+    at: *check* gets the command's arguments by keyword and returns what is wrong, or None.
+    Goes above ``dsn_option``."""
+
+    def decorate(function: F) -> F:
+        @wraps(function)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            problem = check(**kwargs)
+            if problem is not None:
+                raise click.UsageError(problem)
+            return function(*args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
 
 
 def json_option(function: F) -> F:
@@ -506,28 +524,63 @@ def verify_command(dsn: str, job: str | None, as_json: bool) -> None:
 
 
 @main.command("executions")
+@usage_check(
+    lambda jobspec_id, every_job, **_: (
+        None
+        if every_job != (jobspec_id is not None)
+        else "give a JOBSPEC_ID, or --all for every job's executions"
+    )
+)
 @dsn_option
-@click.argument("jobspec_id", type=JobspecId())
+@click.argument("jobspec_id", type=JobspecId(), required=False)
+@click.option(
+    "--all",
+    "every_job",
+    is_flag=True,
+    help="Every job's executions, newest first, a page at a time (GET /api/v1/executions).",
+)
 @click.option(
     "--limit",
     type=click.IntRange(1, portal.PAGE_LIMIT_MAX),
-    help="Page size: prints the GET /api/v1/jobs/{id}?include=executions shape.",
+    help="Page size: with a JOBSPEC_ID prints the GET /api/v1/jobs/{id}?include=executions "
+    f"shape; with --all, rows per page [default: {portal.PAGE_LIMIT_DEFAULT}].",
 )
-@click.option("--offset", type=click.IntRange(0, BIGINT_MAX), help="Rows to skip (with --limit).")
+@click.option(
+    "--offset", type=click.IntRange(0, BIGINT_MAX), help="Rows to skip (with --limit, or --all)."
+)
 @json_option
 def executions_command(
-    dsn: str, jobspec_id: str, limit: int | None, offset: int | None, as_json: bool
+    dsn: str,
+    jobspec_id: str | None,
+    every_job: bool,
+    limit: int | None,
+    offset: int | None,
+    as_json: bool,
 ) -> None:
-    """Show a job's executions as the portal reads them (from executions_unified).
+    """Show a job's executions, or every job's (--all), as the portal reads them.
 
     --json prints GET /api/v1/jobs/{id}/executions/all: {"executions": [...]}, [] for a job
     without rows. With --limit/--offset it prints the paged ?include=executions shape. A job
-    that does not exist (no jobs row, no run) exits 1 naming the closest jobspec ids.
+    that does not exist (no jobs row, no run) exits 1 naming the closest jobspec ids. --all
+    prints a page of every job's rows and how many there are in all (--json: GET
+    /api/v1/executions, {"executions", "limit", "offset", "total"}).
 
     \b
     Example:
         beaconsql executions bias-detection-1760288315095 --json | jq '.executions | length'
+        beaconsql executions --all --limit 50 --offset 50
     """
+    if every_job:
+        with database(dsn) as conn:
+            page = portal.executions_list(
+                conn, limit=limit or portal.PAGE_LIMIT_DEFAULT, offset=offset or 0
+            )
+        if as_json:
+            print_json(page)
+        else:
+            render.execution_list(stdout(), page)
+        return
+    assert jobspec_id is not None
     with database(dsn) as conn:
         jobs.require_known(conn, jobspec_id)
         if limit is not None or offset is not None:
@@ -547,6 +600,61 @@ def executions_command(
                 return
             items = result["executions"]
     render.executions(stdout(), jobspec_id, items)
+
+
+@main.command("execution")
+@usage_check(
+    lambda receipt, bias_score, **_: (
+        "--receipt and --bias-score print different reads: give one"
+        if receipt and bias_score
+        else None
+    )
+)
+@dsn_option
+@click.argument("execution_id", metavar="ID", type=click.IntRange(1, BIGINT_MAX))
+@click.option(
+    "--receipt",
+    is_flag=True,
+    help="Print only its receipt, as GET /api/v1/executions/{id}/receipt (exit 1 without one).",
+)
+@click.option(
+    "--bias-score",
+    is_flag=True,
+    help="Print only its bias score, as GET /api/v1/executions/{id}/bias-score (exit 1 "
+    "without one).",
+)
+@json_option
+def execution_command(
+    dsn: str, execution_id: int, receipt: bool, bias_score: bool, as_json: bool
+) -> None:
+    """Show one execution by its id: status, times, answer, bias score and receipt.
+
+    The details read carries the output (where the bias score is) and the receipt, so one
+    read shows all three. --json prints GET /api/v1/executions/{id}/details. --receipt and
+    --bias-score print what their routes answer, for scripts, and exit 1 when the execution
+    has none. An id the view does not show (unknown, or a duplicate it hides) exits 1.
+
+    \b
+    Example:
+        beaconsql execution 201
+        beaconsql execution 201 --receipt | jq .execution_details
+    """
+    with database(dsn) as conn:
+        if receipt:
+            print_json(portal.execution_receipt(conn, execution_id))
+            return
+        if bias_score:
+            score = portal.execution_bias_score(conn, execution_id)
+            if as_json:
+                print_json(score)
+            else:
+                render.bias_score(stdout(), score)
+            return
+        row = portal.read_execution(conn, execution_id)
+    if as_json:
+        print_json(portal.details_item(row))
+    else:
+        render.execution(stdout(), row)
 
 
 @main.command("progress")

@@ -5,9 +5,24 @@ the runner's API returns them (SPEC "Portal reads"; runner-app.md section 3).
   an unknown job or a job without rows gives ``[]`` (the runner's ``null`` broke its portal).
 - :func:`job_with_executions`: ``GET /api/v1/jobs/{id}?include=executions`` → ``{"job", "status",
   "executions"}``, paged with limit/offset (default 20, at most 200, as the runner).
+- :func:`executions_list`: ``GET /api/v1/executions`` → a page of every job's rows, with total.
+- :func:`execution_details`, :func:`execution_receipt`, :func:`execution_bias_score`:
+  ``GET /api/v1/executions/{id}/details``, ``/receipt``, ``/bias-score``; an id the view does
+  not show (unknown, or a row hidden by a better candidate of its key) raises NotFoundError.
+- :func:`cross_region_executions`: ``GET /api/v1/executions/{jobId}/cross-region?model_id=``
+  (``&question_id=``): the newest row per region, with the runner's region labels.
+- :func:`cross_region_diff`: ``GET /api/v1/executions/{jobId}/cross-region-diff``.
+- :func:`diffs`: ``GET /api/v1/diffs``: the jobs with completed rows in two regions or more.
 - :func:`progress`: what the portal's Live Progress shows, per region, model and question.
 
-Rows the view derives for a region result that is not mirrored yet have ``"id": null``.
+The runner-app.md sections name the fields; the envelopes around them, which it does not give,
+are the runner's own handlers' (``runner-app/internal/api``). What those handlers compute
+beyond the rows they read (constant placeholder scores, a heuristic text analysis) is left out:
+beaconsql serves reads, and a constant would pass for a measurement.
+
+Rows the view derives for a region result that is not mirrored yet have ``"id": null``. JSON
+is decoded by :func:`decode_json` (any depth), times are formatted from naive UTC: no value a
+row can hold makes a read fail (SPEC "Values a client cannot read").
 Directly, psycopg's prepared statements make a repeated read several times faster (planning
 the view is most of its cost); through a pooler they are turned off
 (:func:`beaconsql.db.adapt_to_pooler`).
@@ -16,6 +31,7 @@ the view is most of its cost); through a pooler they are turned off
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,14 +42,32 @@ import psycopg
 from psycopg.rows import class_row
 
 from beaconsql import db
-from beaconsql.errors import InvalidArgumentError
+from beaconsql.errors import InvalidArgumentError, NotFoundError
 from beaconsql.sqlfiles import named_queries
+from beaconsql.writer import MAX_JSON_DEPTH
 
 DEFAULT_MODEL = "llama3.2-1b"
 STATUSES = ("pending", "running", "completed", "failed", "cancelled")
 FINISHED = ("completed", "failed", "cancelled")
 PAGE_LIMIT_DEFAULT = 20
 PAGE_LIMIT_MAX = 200
+# PostgreSQL's bigint: the largest OFFSET the server takes, and the range of an execution id
+# the runner parses (strconv.ParseInt(id, 10, 64)).
+BIGINT_MAX = 2**63 - 1
+# What stands in for a JSON value nested deeper than MAX_JSON_DEPTH (see decode_json).
+UNREADABLE_JSON = f"(not shown: nested deeper than {MAX_JSON_DEPTH} levels)"
+# Go's zero time.Time as encoding/json writes it: the runner's cross-region-diff items carry
+# it for a NULL time (their time fields have no omitempty).
+GO_ZERO_TIME = "0001-01-01T00:00:00Z"
+# The runner's region labels (runner-app.md section 3.3): its keys are the router's provider
+# regions; any other region, such as the portal's "US", gets its own name upper-cased as its
+# code, itself as its name, and the globe.
+REGION_LABELS = {
+    "us-east": ("US", "United States", "\U0001f1fa\U0001f1f8"),
+    "eu-west": ("EU", "Europe", "\U0001f1ea\U0001f1fa"),
+    "asia-pacific": ("ASIA", "Asia Pacific", "\U0001f30f"),
+}
+OTHER_REGION_FLAG = "\U0001f30d"
 
 
 def _queries() -> Mapping[str, Any]:
@@ -42,8 +76,8 @@ def _queries() -> Mapping[str, Any]:
 
 @dataclass(frozen=True)
 class ExecutionRow:
-    """One row of ``executions_unified`` as the portal reads it (times are aware, UTC; JSON
-    columns as their text, None for SQL NULL, so that JSON null is told apart)."""
+    """One row of ``executions_unified`` as the portal reads it (times naive UTC; JSON columns
+    as their text, None for SQL NULL, so that JSON null is told apart)."""
 
     execution_id: int | None
     source: str
@@ -72,13 +106,62 @@ class ExecutionRow:
     duration_ms: int | None
 
 
-def _json(text: str | None) -> Any:
-    return None if text is None else json.loads(text)
+# A JSON string (skipped whole: brackets inside it are text) or a bracket, in text PostgreSQL
+# wrote (jsonb::text is always valid JSON).
+_JSON_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')
+
+
+def decode_json(text: str | None) -> Any:
+    """Decode a JSON column's text as :func:`json.loads` does, at any depth; None for SQL NULL.
+
+    Every value nested deeper than MAX_JSON_DEPTH levels (the writer's limit; Python's json
+    gives up near 1000, and the encoders serve and the CLI answer with recurse as well) is
+    replaced by the string UNREADABLE_JSON, its siblings and ancestors decoded as usual: a row
+    written deeper by another writer still reads, with the marker where its depths were.
+    """
+    if text is None:
+        return None
+    # Fewer brackets than the limit bound the depth: the usual case, one C-speed pass.
+    if text.count("[") + text.count("{") <= MAX_JSON_DEPTH:
+        return json.loads(text)
+    pieces: list[str] = []
+    kept = 0  # text[:kept] is in pieces
+    depth = 0
+    cut: int | None = None  # where the value being cut opens
+    for token in _JSON_TOKEN.finditer(text):
+        mark = token.group()
+        if mark in "[{":
+            depth += 1
+            if depth == MAX_JSON_DEPTH + 1:
+                cut = token.start()
+        elif mark in "]}":
+            if depth == MAX_JSON_DEPTH + 1 and cut is not None:
+                pieces += (text[kept:cut], json.dumps(UNREADABLE_JSON))
+                kept = token.end()
+                cut = None
+            depth -= 1
+    pieces.append(text[kept:])
+    return json.loads("".join(pieces))
 
 
 def _or(value: Any, default: Any) -> Any:
     """SQL COALESCE: the default replaces NULL only (not '' or false)."""
     return default if value is None else value
+
+
+def _require_page(limit: int | None, offset: int) -> None:
+    if limit is not None and not 0 <= limit <= BIGINT_MAX:
+        raise InvalidArgumentError(f"limit must be within 0..{BIGINT_MAX}, got {limit}")
+    if not 0 <= offset <= BIGINT_MAX:
+        raise InvalidArgumentError(f"offset must be within 0..{BIGINT_MAX}, got {offset}")
+
+
+def _rows(
+    conn: psycopg.Connection[Any], name: str, params: Mapping[str, Any]
+) -> list[ExecutionRow]:
+    db.adapt_to_pooler(conn)
+    with conn.cursor(row_factory=class_row(ExecutionRow)) as cur:
+        return cur.execute(_queries()[name], params).fetchall()
 
 
 def read_executions(
@@ -89,29 +172,29 @@ def read_executions(
     offset: int = 0,
 ) -> list[ExecutionRow]:
     """Return the job's rows of ``executions_unified``, newest first, optionally paged."""
-    if limit is not None and limit < 0:
-        raise InvalidArgumentError(f"limit must be >= 0, got {limit}")
-    if offset < 0:
-        raise InvalidArgumentError(f"offset must be >= 0, got {offset}")
-    db.adapt_to_pooler(conn)
-    with conn.cursor(row_factory=class_row(ExecutionRow)) as cur:
-        return cur.execute(
-            _queries()["executions"], {"jobspec_id": jobspec_id, "limit": limit, "offset": offset}
-        ).fetchall()
+    _require_page(limit, offset)
+    return _rows(conn, "executions", {"jobspec_id": jobspec_id, "limit": limit, "offset": offset})
+
+
+def _utc(value: datetime) -> datetime:
+    """A time of the view (naive UTC) or an aware one, as an aware UTC time."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def rfc3339(value: datetime | None) -> str:
     """Format a time the way the runner's executions handler does: ``2025-10-12T17:00:03Z``,
-    no fraction, ``""`` when NULL (runner-app.md section 3.1)."""
+    no fraction, ``""`` when NULL (runner-app.md section 3.1). A naive time is UTC."""
     if value is None:
         return ""
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    # isoformat, not strftime: %Y writes year 1 as "1" where Go writes "0001"
+    return _utc(value).replace(tzinfo=None).isoformat(timespec="seconds") + "Z"
 
 
 def go_time(value: datetime) -> str:
     """Format a time as Go's ``time.Time`` marshals to JSON (RFC 3339 with nanoseconds, trailing
-    zeros dropped), in UTC."""
-    text = value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    zeros dropped), in UTC. A naive time is UTC."""
+    value = _utc(value).replace(tzinfo=None)
+    text = value.isoformat(timespec="seconds")
     if value.microsecond:
         text += "." + f"{value.microsecond:06d}".rstrip("0")
     return text + "Z"
@@ -132,7 +215,7 @@ def execution_item(row: ExecutionRow) -> dict[str, Any]:
         "has_receipt": row.receipt_json is not None,
     }
     if row.output_json is not None:
-        item["output"] = _json(row.output_json)
+        item["output"] = decode_json(row.output_json)
     item["model_id"] = _or(row.model_id, DEFAULT_MODEL)
     if row.question_id:
         item["question_id"] = row.question_id
@@ -147,7 +230,8 @@ def execution_item(row: ExecutionRow) -> dict[str, Any]:
     item["max_retries"] = _or(row.max_retries, 3)
     if row.last_retry_at is not None:
         item["last_retry_at"] = go_time(row.last_retry_at)
-    item["retry_history"] = [] if row.retry_history_json is None else _json(row.retry_history_json)
+    history = decode_json(row.retry_history_json)
+    item["retry_history"] = [] if history is None else history
     if row.original_error is not None:
         item["original_error"] = row.original_error
     return item
@@ -176,7 +260,7 @@ def job_execution_item(row: ExecutionRow) -> dict[str, Any]:
     if row.completed_at is not None:
         item["completed_at"] = go_time(row.completed_at)
     if row.receipt_json is not None:
-        item["receipt"] = _json(row.receipt_json)
+        item["receipt"] = decode_json(row.receipt_json)
     return item
 
 
@@ -197,12 +281,387 @@ def job_with_executions(
     spec: dict[str, Any] | None = None
     status = None
     if job is not None:
-        spec = dict(job[2]) if isinstance(job[2], dict) else {"raw": job[2]}
+        data = decode_json(job[2])
+        spec = dict(data) if isinstance(data, dict) else {"raw": data}
         if job[4] is not None:
-            spec["created_at"] = go_time(job[4].replace(tzinfo=UTC))
+            spec["created_at"] = go_time(job[4])
         status = job[3]
     rows = read_executions(conn, jobspec_id, limit=limit, offset=offset)
     return {"job": spec, "status": status, "executions": [job_execution_item(r) for r in rows]}
+
+
+# --------------------------------------------------------------------------------------------
+# GET /api/v1/executions and the reads of one execution
+# --------------------------------------------------------------------------------------------
+
+
+def list_item(row: ExecutionRow) -> dict[str, Any]:
+    """Return one item of ``GET /api/v1/executions`` (runner-app.md section 3.3): id, job_id,
+    status, region, provider_id, the three times as in ``/executions/all``, ``receipt_id`` (the
+    receipt's ``id`` when it is a string, else ``""``), ``output`` (omitted when NULL) and
+    ``model_id`` (``llama3.2-1b`` when NULL).
+
+    A row of no job (a direct row without ``job_id``) has ``"job_id": ""``, Go's empty string,
+    as the runner gives for a NULL time: the runner's JOIN on jobs leaves such a row out, but
+    the list's total counts every row the view shows, so the list shows them too.
+    """
+    receipt = decode_json(row.receipt_json)
+    receipt_id = receipt.get("id") if isinstance(receipt, dict) else None
+    item: dict[str, Any] = {
+        "id": row.execution_id,
+        "job_id": _or(row.jobspec_id, ""),
+        "status": row.status,
+        "region": row.region,
+        "provider_id": row.provider_id,
+        "started_at": rfc3339(row.started_at),
+        "completed_at": rfc3339(row.completed_at),
+        "created_at": rfc3339(row.created_at),
+        "receipt_id": receipt_id if isinstance(receipt_id, str) else "",
+    }
+    if row.output_json is not None:
+        item["output"] = decode_json(row.output_json)
+    item["model_id"] = _or(row.model_id, DEFAULT_MODEL)
+    return item
+
+
+def executions_list(
+    conn: psycopg.Connection[Any], *, limit: int = PAGE_LIMIT_DEFAULT, offset: int = 0
+) -> dict[str, Any]:
+    """Return ``GET /api/v1/executions``: ``{"executions": [item, ...], "limit", "offset",
+    "total"}``, the runner's envelope, newest first across every job (the order of
+    ``/executions/all``); *total* is how many rows the view shows.
+
+    *limit* is 1..200 (default 20) and *offset* 0..2^63-1, as ``?include=executions`` takes
+    them (SPEC "Serving it"; runner-app.md gives this list no bounds of its own); an empty page
+    is ``[]``, not the runner's ``null``. Raises InvalidArgumentError outside those bounds.
+    """
+    if not 1 <= limit <= PAGE_LIMIT_MAX:
+        raise InvalidArgumentError(f"limit must be within 1..{PAGE_LIMIT_MAX}, got {limit}")
+    _require_page(limit, offset)
+    rows = _rows(conn, "executions_page", {"limit": limit, "offset": offset})
+    total = conn.execute(_queries()["executions_count"]).fetchone()
+    return {
+        "executions": [list_item(r) for r in rows],
+        "limit": limit,
+        "offset": offset,
+        "total": int(total[0]) if total else 0,
+    }
+
+
+def _require_execution_id(execution_id: int) -> None:
+    if (
+        isinstance(execution_id, bool)
+        or not isinstance(execution_id, int)
+        or not -BIGINT_MAX - 1 <= execution_id <= BIGINT_MAX
+    ):
+        raise InvalidArgumentError(
+            f"an execution id is an integer within -2^63..2^63-1, got {execution_id!r}"
+        )
+
+
+def _not_shown(execution_id: int) -> NotFoundError:
+    return NotFoundError(
+        f"no execution {execution_id}: executions_unified shows no row with that id (unknown, "
+        "or a duplicate the view hides behind a better row of its key). "
+        "`beaconsql executions --all` lists the ids there are."
+    )
+
+
+def read_execution(conn: psycopg.Connection[Any], execution_id: int) -> ExecutionRow:
+    """Return the row ``executions_unified`` shows with *execution_id*.
+
+    Raises NotFoundError when it shows none: the id is unknown, or its row is hidden by a
+    better candidate of its key (a legacy duplicate); InvalidArgumentError when the id is not
+    an integer the runner could parse (64 bits).
+    """
+    _require_execution_id(execution_id)
+    rows = _rows(conn, "execution", {"execution_id": execution_id})
+    if not rows:
+        raise _not_shown(execution_id)
+    return rows[0]
+
+
+def details_item(row: ExecutionRow) -> dict[str, Any]:
+    """Return ``GET /api/v1/executions/{id}/details`` for *row* (runner-app.md section 3.3):
+    id, job_id (``""`` for a row of no job, as in :func:`list_item`), status, region,
+    provider_id, the three times as in ``/executions/all``, and ``output`` and ``receipt``,
+    always present, null when NULL."""
+    return {
+        "id": row.execution_id,
+        "job_id": _or(row.jobspec_id, ""),
+        "status": row.status,
+        "region": row.region,
+        "provider_id": row.provider_id,
+        "started_at": rfc3339(row.started_at),
+        "completed_at": rfc3339(row.completed_at),
+        "created_at": rfc3339(row.created_at),
+        "output": decode_json(row.output_json),
+        "receipt": decode_json(row.receipt_json),
+    }
+
+
+def execution_details(conn: psycopg.Connection[Any], execution_id: int) -> dict[str, Any]:
+    """Return ``GET /api/v1/executions/{id}/details`` (see :func:`details_item`).
+
+    Raises NotFoundError for an id the view does not show (:func:`read_execution`).
+    """
+    return details_item(read_execution(conn, execution_id))
+
+
+def _one_value(
+    conn: psycopg.Connection[Any], name: str, execution_id: int
+) -> tuple[bool, str | None]:
+    """Run an id-scoped query of one column: (whether the view shows the id, the value)."""
+    _require_execution_id(execution_id)
+    db.adapt_to_pooler(conn)
+    row = conn.execute(_queries()[name], {"execution_id": execution_id}).fetchone()
+    return (row is not None, None if row is None else row[0])
+
+
+def execution_receipt(conn: psycopg.Connection[Any], execution_id: int) -> Any:
+    """Return ``GET /api/v1/executions/{id}/receipt``: the row's receipt_data as it is (the
+    shape of runner-app.md section 5), with no envelope.
+
+    Raises NotFoundError when the view shows no row with that id, or its row has no receipt
+    (the runner stores none for a failed pair). The runner answers 500 for a receipt that is
+    JSON but not an object (it decodes into a map); this returns it as it is.
+    """
+    shown, text = _one_value(conn, "execution_receipt", execution_id)
+    if not shown:
+        raise _not_shown(execution_id)
+    if text is None:
+        raise NotFoundError(
+            f"execution {execution_id} has no receipt (the runner stores none for a failed "
+            "pair); `beaconsql execution ID` shows its output and error."
+        )
+    return decode_json(text)
+
+
+def execution_bias_score(
+    conn: psycopg.Connection[Any], execution_id: int, *, now: datetime | None = None
+) -> dict[str, Any]:
+    """Return ``GET /api/v1/executions/{id}/bias-score``: ``{"execution_id", "bias_metrics":
+    output_data's bias_score, "retrieved_at": when it was read (RFC 3339, UTC, like the
+    runner's other times)}``, the runner handler's envelope.
+
+    Raises NotFoundError when the view shows no row with that id, or its output holds no
+    ``bias_score`` (no scorer was configured when it ran). The runner answers 500 for a
+    bias_score that is not an object; this returns it as it is.
+    """
+    shown, text = _one_value(conn, "execution_bias_score", execution_id)
+    if not shown:
+        raise _not_shown(execution_id)
+    if text is None:
+        raise NotFoundError(
+            f"execution {execution_id} has no bias score (its output holds no bias_score: no "
+            "scorer was configured when it ran)."
+        )
+    return {
+        "execution_id": execution_id,
+        "bias_metrics": decode_json(text),
+        "retrieved_at": rfc3339(now or datetime.now(UTC)),
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Cross-region reads of one job, and the diffs list
+# --------------------------------------------------------------------------------------------
+
+
+def region_label(region: str) -> tuple[str, str, str]:
+    """Return the runner's (region_code, region_name, flag) of *region* (REGION_LABELS)."""
+    return REGION_LABELS.get(region) or (region.upper(), region, OTHER_REGION_FLAG)
+
+
+def cross_region_executions(
+    conn: psycopg.Connection[Any],
+    jobspec_id: str,
+    *,
+    model_id: str,
+    question_id: str | None = None,
+) -> dict[str, Any]:
+    """Return ``GET /api/v1/executions/{jobId}/cross-region?model_id=&question_id=``.
+
+    The newest row per region of the job and model (and question, when given; without one,
+    every question's rows compete, as the runner does for callers that predate question ids),
+    in the runner's envelope (runner-app.md section 3.3; its cross-region handler)::
+
+        {"cross_region_execution": {"job_id", "model_id", "created_at", "status"},
+         "region_results": [{"region", "region_code", "region_name", "flag", "status",
+                             "provider_id", "execution_id", "started_at", "completed_at",
+                             "duration_ms", "execution_output", "scoring", "error"}, ...],
+         "summary": {"total_regions", "completed_regions", "failed_regions",
+                     "avg_response_length"}}
+
+    Regions in order; times as Go marshals them (``completed_at`` and ``duration_ms`` only
+    when completed_at is set; ``started_at`` null where the runner would fail the whole read);
+    ``duration_ms`` is the view's. ``execution_output`` is the output of a completed row when
+    it is an object; ``scoring`` of a completed row is ``{"censorship_detected":
+    is_content_refusal}``; ``error`` of a failed or cancelled row is its original_error, else
+    the runner's ``"Execution failed"``. ``created_at`` is that of the first row (null when
+    none); ``status`` is ``completed``, ``partial`` (some regions failed) or ``failed`` (all
+    did), as the runner's, or ``running`` while a region is still pending or running, or
+    ``pending`` without rows: the runner counts every row not completed as failed, because its
+    executions rows were all finished ones, while the view also shows the pairs still to come.
+    ``avg_response_length`` is the mean byte length of the completed answers (Go's ``len``,
+    integer division).
+
+    Left out: the runner's ``analysis`` and its ``scoring``/``summary`` numbers that are
+    constants (bias score 0.15, factual accuracy 0.92, ...), and what it derives from them
+    (variance, risk level). A job without rows for the model gives ``"region_results": []``
+    (the runner answers 404; an unknown job is the route's 404). Raises InvalidArgumentError
+    when *model_id* is empty, as the runner's 400.
+    """
+    if not model_id:
+        raise InvalidArgumentError("model_id query parameter is required")
+    params = {"jobspec_id": jobspec_id, "model_id": model_id, "question_id": question_id}
+    rows = _rows(conn, "cross_region_by_question" if question_id else "cross_region", params)
+    results: list[dict[str, Any]] = []
+    completed = failed = unfinished = 0
+    lengths: list[int] = []
+    for row in rows:
+        code, name, flag = region_label(row.region)
+        result: dict[str, Any] = {
+            "region": row.region,
+            "region_code": code,
+            "region_name": name,
+            "flag": flag,
+            "status": row.status,
+            "provider_id": row.provider_id,
+            "execution_id": row.execution_id,
+            "started_at": None if row.started_at is None else go_time(row.started_at),
+        }
+        if row.completed_at is not None:
+            result["completed_at"] = go_time(row.completed_at)
+            if row.duration_ms is not None:
+                result["duration_ms"] = row.duration_ms
+        if row.status == "completed":
+            completed += 1
+            output = decode_json(row.output_json)
+            if isinstance(output, dict):
+                result["execution_output"] = output
+                if isinstance(output.get("response"), str):
+                    lengths.append(len(output["response"].encode()))
+            result["scoring"] = {"censorship_detected": bool(row.is_content_refusal)}
+        elif row.status in ("pending", "running"):
+            unfinished += 1
+        else:
+            failed += 1
+            result["error"] = row.original_error or "Execution failed"
+        results.append(result)
+    if not results:
+        status = "pending"
+    elif unfinished:
+        status = "running"
+    elif failed and not completed:
+        status = "failed"
+    elif failed:
+        status = "partial"
+    else:
+        status = "completed"
+    first = rows[0].created_at if rows else None
+    return {
+        "cross_region_execution": {
+            "job_id": jobspec_id,
+            "model_id": model_id,
+            "created_at": None if first is None else go_time(first),
+            "status": status,
+        },
+        "region_results": results,
+        "summary": {
+            "total_regions": len(results),
+            "completed_regions": completed,
+            "failed_regions": failed,
+            "avg_response_length": sum(lengths) // len(lengths) if lengths else 0,
+        },
+    }
+
+
+def diff_item(row: ExecutionRow) -> dict[str, Any]:
+    """Return one item of ``/executions/{jobId}/cross-region-diff``: the runner's item type
+    (id, region, provider_id, status, started_at, completed_at, output_data, then model_id,
+    system_prompt, response_classification, is_substantive, is_content_refusal and
+    response_length, each omitted when empty as Go's omitempty does). Times as Go marshals
+    them, Go's zero time when NULL, as the runner's item (no omitempty there); output_data
+    null when NULL. The runner's query leaves the omitempty fields unselected, so they never
+    show there; they are the row's here, as its item type means them to be."""
+    item: dict[str, Any] = {
+        "id": row.execution_id,
+        "region": row.region,
+        "provider_id": row.provider_id,
+        "status": row.status,
+        "started_at": GO_ZERO_TIME if row.started_at is None else go_time(row.started_at),
+        "completed_at": GO_ZERO_TIME if row.completed_at is None else go_time(row.completed_at),
+        "output_data": decode_json(row.output_json),
+    }
+    for key, value in (
+        ("model_id", row.model_id),
+        ("system_prompt", row.system_prompt),
+        ("response_classification", row.response_classification),
+        ("is_substantive", row.is_substantive),
+        ("is_content_refusal", row.is_content_refusal),
+        ("response_length", row.response_length),
+    ):
+        if value:
+            item[key] = value
+    return item
+
+
+def cross_region_diff(
+    conn: psycopg.Connection[Any], jobspec_id: str, *, now: datetime | None = None
+) -> dict[str, Any]:
+    """Return ``GET /api/v1/executions/{jobId}/cross-region-diff``: ``{"job_id",
+    "total_regions", "executions": [item, ...], "generated_at"}``, the runner handler's
+    envelope, with every completed row of the job by region, newest first within one
+    (runner-app.md section 3.3; items: :func:`diff_item`).
+
+    ``total_regions`` counts the distinct regions of those rows; ``generated_at`` is when it
+    was read (RFC 3339, UTC). An unknown job or one without completed rows gives ``[]`` (the
+    runner: ``null``). The runner's ``analysis`` (refusal phrases matched in the answers,
+    length and sensitivity thresholds, a constant factual consistency) is left out: it is a
+    heuristic of its handler, not a read; its inputs, the answers and their ``bias_score``,
+    are in ``output_data``.
+    """
+    rows = _rows(conn, "cross_region_diff", {"jobspec_id": jobspec_id})
+    return {
+        "job_id": jobspec_id,
+        "total_regions": len({row.region for row in rows}),
+        "executions": [diff_item(row) for row in rows],
+        "generated_at": rfc3339(now or datetime.now(UTC)),
+    }
+
+
+def diffs(conn: psycopg.Connection[Any], *, limit: int = PAGE_LIMIT_DEFAULT) -> dict[str, Any]:
+    """Return ``GET /api/v1/diffs``: ``{"diffs": [item, ...], "limit", "total"}``, the runner's
+    envelope, one item per job whose completed rows span two regions or more, newest job first
+    (by jobs.created_at; a run without a jobs row last).
+
+    Items: ``{"id", "job_id"`` (both the jobspec id), ``"regions"``, ``"analysis_type":
+    "cross_region_bias", "status": "completed", "created_at"`` (jobs.created_at as in
+    ``/executions/all``, ``""`` when there is none), ``"view_url":
+    "/executions/<id>/cross-region-diff"}``, as the runner's route gives them. Deliberate
+    fixes: ``regions`` is the number of distinct regions (the runner counts completed rows
+    under the name region_count); ``limit`` is the number used (the runner echoes the query's
+    text); ``total``, as the runner's, is the number of items returned. *limit* is 1..200,
+    default 20 (the SPEC's clamps; the runner takes any text, default 10).
+    """
+    if not 1 <= limit <= PAGE_LIMIT_MAX:
+        raise InvalidArgumentError(f"limit must be within 1..{PAGE_LIMIT_MAX}, got {limit}")
+    db.adapt_to_pooler(conn)
+    rows = conn.execute(_queries()["diffs"], {"limit": limit}).fetchall()
+    items = [
+        {
+            "id": jobspec_id,
+            "job_id": jobspec_id,
+            "regions": int(regions),
+            "analysis_type": "cross_region_bias",
+            "status": "completed",
+            "created_at": rfc3339(created_at),
+            "view_url": f"/executions/{jobspec_id}/cross-region-diff",
+        }
+        for jobspec_id, regions, created_at in rows
+    ]
+    return {"diffs": items, "limit": limit, "total": len(items)}
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,10 @@ Every function takes a rich Console and a library result; none reads the databas
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -39,13 +41,41 @@ def _short(text: object, width: int) -> str:
     return value if len(value) <= width else value[: width - 1] + "…"
 
 
-EXECUTION_COLUMNS = ("id", "region", "model", "question", "status", "started", "answer / error")
+def _answer(output: object) -> object:
+    """The answer an output holds: its ``response``, else the output itself."""
+    return output.get("response") if isinstance(output, dict) else output
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A table of rows that fits the terminal: its columns, the answer column, the column that
+    goes altogether when the answer cannot keep a readable width, and what narrows after
+    that, to how narrow (in order). The other columns never narrow: they are what a reader
+    looks for."""
+
+    columns: tuple[str, ...]
+    answer: str
+    dropped: str
+    squeeze: tuple[tuple[str, int], ...]
+
+
 ANSWER_WIDTH = 50
-# What narrows first when the table is wider than the terminal, and how far: the answer to a
-# readable width, then started goes altogether, then the answer, question and model narrow
-# further; id, region and status never do (they are what a reader looks for).
+DERIVED_NOTE = "id —: derived by the view, not mirrored yet (run `beaconsql backfill`)"
 _ANSWER_READABLE = 20
-_SQUEEZE = (("answer / error", 12), ("question", 10), ("model", 8))
+# A job's executions: id, region and status never narrow.
+EXECUTIONS = Layout(
+    ("id", "region", "model", "question", "status", "started", "answer / error"),
+    answer="answer / error",
+    dropped="started",
+    squeeze=(("answer / error", 12), ("question", 10), ("model", 8)),
+)
+# Every job's executions: id, region and status never narrow either.
+EXECUTION_LIST = Layout(
+    ("id", "job", "region", "model", "status", "created", "answer"),
+    answer="answer",
+    dropped="created",
+    squeeze=(("answer", 12), ("job", 16), ("model", 8)),
+)
 
 
 def _table_width(widths: dict[str, int]) -> int:
@@ -54,25 +84,40 @@ def _table_width(widths: dict[str, int]) -> int:
     return sum(widths.values()) + 3 * len(widths) + 1
 
 
-def _column_widths(width: int, rows: list[tuple[str, ...]]) -> dict[str, int]:
-    """Fit the executions table into *width* columns (see _SQUEEZE)."""
+def _column_widths(width: int, rows: list[tuple[str, ...]], layout: Layout) -> dict[str, int]:
+    """Fit *layout*'s table of *rows* into *width* columns: the answer narrows to a readable
+    width, then the dropped column goes, then the squeezed columns narrow in turn."""
     need = {
         name: max(cell_len(name), *(cell_len(row[i]) for row in rows))
-        for i, name in enumerate(EXECUTION_COLUMNS)
+        for i, name in enumerate(layout.columns)
     }
-    need["answer / error"] = min(need["answer / error"], ANSWER_WIDTH)
-    answer = need["answer / error"]
-    need["answer / error"] = max(
+    need[layout.answer] = min(need[layout.answer], ANSWER_WIDTH)
+    answer = need[layout.answer]
+    need[layout.answer] = max(
         min(answer, _ANSWER_READABLE), answer - max(0, _table_width(need) - width)
     )
     if _table_width(need) > width:
-        del need["started"]
-        need["answer / error"] = answer
-    for name, floor in _SQUEEZE:
+        del need[layout.dropped]
+        need[layout.answer] = answer
+    for name, floor in layout.squeeze:
         excess = _table_width(need) - width
         if excess > 0:
             need[name] = max(min(floor, need[name]), need[name] - excess)
     return need
+
+
+def _fitted_table(
+    console: Console, title: str, rows: list[tuple[str, ...]], layout: Layout
+) -> None:
+    widths = _column_widths(console.width, rows, layout)
+    table = Table(title=title, title_justify="left")
+    for name, width in widths.items():
+        table.add_column(name, no_wrap=True, overflow="ellipsis", width=width)
+    for row in rows:
+        table.add_row(
+            *(cell for name, cell in zip(layout.columns, row, strict=True) if name in widths)
+        )
+    console.print(table)
 
 
 def executions(console: Console, jobspec_id: str, items: list[dict[str, Any]]) -> None:
@@ -83,8 +128,7 @@ def executions(console: Console, jobspec_id: str, items: list[dict[str, Any]]) -
         return
     rows: list[tuple[str, ...]] = []
     for item in items:
-        output = item.get("output")
-        answer = output.get("response") if isinstance(output, dict) else output
+        answer = _answer(item.get("output"))
         rows.append(
             (
                 "—" if item["id"] is None else str(item["id"]),
@@ -98,17 +142,89 @@ def executions(console: Console, jobspec_id: str, items: list[dict[str, Any]]) -
                 ),
             )
         )
-    widths = _column_widths(console.width, rows)
-    table = Table(title=f"{jobspec_id}: {len(items)} executions", title_justify="left")
-    for name, width in widths.items():
-        table.add_column(name, no_wrap=True, overflow="ellipsis", width=width)
-    for row in rows:
-        table.add_row(
-            *(cell for name, cell in zip(EXECUTION_COLUMNS, row, strict=True) if name in widths)
-        )
-    console.print(table)
+    _fitted_table(console, f"{jobspec_id}: {len(items)} executions", rows, EXECUTIONS)
     if any(i["id"] is None for i in items):
-        console.print("id —: derived by the view, not mirrored yet (run `beaconsql backfill`)")
+        console.print(DERIVED_NOTE)
+
+
+def _value(value: object) -> str:
+    """A JSON value as one line: text as it is, anything else as JSON."""
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+def execution_list(console: Console, page: dict[str, Any]) -> None:
+    """Print a page of ``GET /api/v1/executions`` (every job's rows, newest first) and where
+    it stands in the total."""
+    items, total, offset = page["executions"], page["total"], page["offset"]
+    if not items:
+        console.print(f"No executions on this page ({total} in all; offset {offset}).")
+        return
+    rows: list[tuple[str, ...]] = [
+        (
+            "—" if item["id"] is None else str(item["id"]),
+            str(item["job_id"]),
+            str(item["region"]),
+            str(item["model_id"]),
+            STATUS_MARKS.get(item["status"], str(item["status"])),
+            str(item["created_at"]),
+            _short(_answer(item.get("output")), ANSWER_WIDTH),
+        )
+        for item in items
+    ]
+    title = f"executions {offset + 1}-{offset + len(items)} of {total}, newest first"
+    _fitted_table(console, title, rows, EXECUTION_LIST)
+    if any(i["id"] is None for i in items):
+        console.print(DERIVED_NOTE)
+    if offset + len(items) < total:
+        say(console, f"next page: --offset {offset + len(items)}")
+
+
+def execution(console: Console, row: portal.ExecutionRow) -> None:
+    """Print one execution: who ran it, its times, its answer (or error), its bias score and
+    its receipt's id."""
+    output = portal.decode_json(row.output_json)
+    receipt = portal.decode_json(row.receipt_json)
+    bias = output.get("bias_score") if isinstance(output, dict) else None
+    shown = "—" if row.execution_id is None else str(row.execution_id)
+    say(console, f"execution {shown} of {row.jobspec_id or '(no job)'} ({row.source} row)")
+    lines = [
+        ("status", STATUS_MARKS.get(str(row.status), str(row.status))),
+        ("region", f"{row.region} ({row.provider_id or 'no provider'})"),
+        ("model", row.model_id or portal.DEFAULT_MODEL),
+        ("question", row.question_id or "(none)"),
+        ("started", portal.rfc3339(row.started_at) or "—"),
+        ("completed", portal.rfc3339(row.completed_at) or "—"),
+        ("duration", "—" if row.duration_ms is None else f"{row.duration_ms} ms"),
+        ("classification", row.response_classification or "unknown"),
+        ("retries", f"{row.retry_count or 0} of {row.max_retries}"),
+    ]
+    if row.original_error:
+        lines.append(("error", row.original_error))
+    if isinstance(bias, dict):
+        lines.append(("bias score", ", ".join(f"{k} {_value(v)}" for k, v in bias.items())))
+    else:
+        lines.append(("bias score", "none" if bias is None else _value(bias)))
+    receipt_id = receipt.get("id") if isinstance(receipt, dict) else None
+    lines.append(("receipt", "none" if receipt is None else str(receipt_id or "(no id)")))
+    for name, value in lines:
+        say(console, f"  {name:<15} {value}")
+    answer = _answer(output)
+    if answer is not None:
+        say(console, "  answer:")
+        text = answer if isinstance(answer, str) else json.dumps(answer, ensure_ascii=False)
+        for line in text.splitlines() or [""]:
+            say(console, f"    {line}")
+
+
+def bias_score(console: Console, score: dict[str, Any]) -> None:
+    """Print ``GET /api/v1/executions/{id}/bias-score``: one metric a line."""
+    say(console, f"bias score of execution {score['execution_id']}:")
+    metrics = score["bias_metrics"]
+    if isinstance(metrics, dict):
+        for name, value in metrics.items():
+            say(console, f"  {name:<22} {_value(value)}")
+    else:
+        say(console, f"  {_value(metrics)}")
 
 
 def progress(console: Console, p: portal.Progress) -> None:

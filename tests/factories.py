@@ -683,3 +683,169 @@ def bulk_expected_counts(n_jobs: int) -> Counter[tuple[str, int]]:
 def bulk_stored_rows(n_jobs: int) -> int:
     """How many rows the mirror stores for write_bulk_legacy(n_jobs)."""
     return sum(bulk_expected_counts(n_jobs).values())
+
+
+# ============================================================================================
+# The portal's reads
+# ============================================================================================
+
+# A JSON text nested DEEP_LEVELS levels, deeper than Python's json decodes (about 1000): what
+# another writer than beaconsql's may store (its own writer refuses it).
+DEEP_LEVELS = 1200
+
+
+@dataclass(frozen=True)
+class Reads:
+    """What :func:`write_reads` recorded: jobspec ids and execution ids by role."""
+
+    direct: str  # direct rows only (the runner's dual write, and rows by hand)
+    running: str  # through the writer, one pair recorded, the region still running
+    deep: str  # one row and a spec whose JSON nests DEEP_LEVELS deep
+    full: int  # EU mistral-7b taiwan_status, completed: bias score, receipt, a refusal
+    failed: int  # US mistral-7b taiwan_status, failed: no output, no receipt
+    labelled: int  # us-east mistral-7b taiwan_status, completed: a region the runner labels
+    shown: int  # US llama3.2-1b greatest_invention: the newer of two identical rows
+    hidden: int  # the older one, which the view hides
+    odd_json: int  # EU llama3.2-1b greatest_invention: output JSON null, receipt an array
+    edge_times: int  # ASIA m-odd q-odd: times at the edges clients hold, created_at infinite
+    no_times: int  # EU m-odd q-odd: started_at and completed_at infinite
+    no_job: int  # a direct row without a job
+    deep_row: int
+
+
+def write_reads(conn: psycopg.Connection[Any]) -> Reads:
+    """Record, besides the worked example (through the writer) and the legacy job (derived by
+    the view, its region results not mirrored), a job of direct rows covering each field of
+    the portal's reads, a running job, a job of deep JSON and a row of no job. *conn* is in
+    autocommit (each statement commits, as the runner's)."""
+    seed.record_with_writer(conn, seed.jobspec())
+    with triggers_skipped(conn, ("region_results",)):
+        seed.record_legacy(conn, seed.jobspec(seed.LEGACY_JOBSPEC_ID))
+
+    job = make_job(
+        conn,
+        jobspec_id="bias-detection-1761000000000",
+        created_at=NAIVE_START + timedelta(hours=1),
+    )
+
+    def direct(minutes: float, **overrides: Any) -> int:
+        at = NAIVE_START + timedelta(minutes=minutes)
+        values: dict[str, Any] = {"started_at": at, "created_at": at}
+        values.update(overrides)
+        return int(make_direct_execution(conn, job_id=job["id"], **values)["id"])
+
+    full = direct(
+        10,
+        region="EU",
+        model_id="mistral-7b",
+        question_id="taiwan_status",
+        output_data={
+            "response": "Ce sujet est sensible.",
+            "bias_score": {
+                "political_sensitivity": 0.4,
+                "censorship_score": 0.1,
+                "keyword_flags": ["taiwan"],
+            },
+        },
+        receipt_data={"schema_version": "v0.1.0", "id": "receipt-full"},
+        system_prompt="be neutral",
+        response_classification="content_refusal",
+        is_content_refusal=True,
+        response_length=22,
+    )
+    failed = direct(
+        1,
+        region="US",
+        model_id="mistral-7b",
+        question_id="taiwan_status",
+        status="failed",
+        output_data=None,
+        original_error="pair timed out",
+    )
+    labelled = direct(
+        20,
+        region="us-east",
+        provider_id="modal-us-east",
+        model_id="mistral-7b",
+        question_id="taiwan_status",
+        output_data={"response": "An answer."},
+    )
+    hidden = direct(0, region="US", model_id="llama3.2-1b", question_id="greatest_invention")
+    shown = direct(0, region="US", model_id="llama3.2-1b", question_id="greatest_invention")
+    odd_json = direct(
+        5,
+        region="EU",
+        model_id="llama3.2-1b",
+        question_id="greatest_invention",
+        receipt_data=[1, 2],
+    )
+    conn.execute("UPDATE executions SET output_data = 'null'::jsonb WHERE id = %s", (odd_json,))
+    edge_times = direct(0, region="ASIA", model_id="m-odd", question_id="q-odd")
+    conn.execute(
+        "UPDATE executions SET started_at = '0001-01-01 00:00:00', "
+        "completed_at = '9999-12-31 23:59:59', created_at = 'infinity', "
+        "last_retry_at = '-infinity' WHERE id = %s",
+        (edge_times,),
+    )
+    no_times = direct(30, region="EU", model_id="m-odd", question_id="q-odd")
+    conn.execute(
+        "UPDATE executions SET started_at = 'infinity', completed_at = '-infinity' WHERE id = %s",
+        (no_times,),
+    )
+    no_job = int(
+        make_direct_execution(
+            conn,
+            job_id=None,
+            question_id="q-no-job",
+            created_at=NAIVE_START - timedelta(hours=1),
+        )["id"]
+    )
+
+    running = seed.jobspec("bias-detection-1761100000000")
+    writer.create_job(conn, running, created_at=STARTED_AT - timedelta(hours=1))
+    run_id = writer.start_run(conn, running["id"], regions=["US", "EU"], started_at=STARTED_AT)
+    us = writer.start_region(conn, run_id, "US", provider_id="modal-us-east", started_at=STARTED_AT)
+    writer.record_pair(
+        conn,
+        us,
+        model_id="mistral-7b",
+        question_id="taiwan_status",
+        status="completed",
+        started_at=STARTED_AT,
+        completed_at=FINISHED_AT,
+        output=seed.answer("mistral-7b", "taiwan_status", "US"),
+    )
+
+    deep = make_job(
+        conn,
+        jobspec_id="bias-detection-1761200000000",
+        created_at=NAIVE_START - timedelta(hours=2),
+    )
+    levels = {"n": DEEP_LEVELS, "id": deep["id"]}
+    conn.execute(
+        "UPDATE jobs SET jobspec_data = jsonb_set(jobspec_data, '{metadata,deep}', "
+        "(repeat('[', %(n)s) || '1' || repeat(']', %(n)s))::jsonb) WHERE id = %(id)s",
+        levels,
+    )
+    deep_row = int(make_direct_execution(conn, job_id=deep["id"])["id"])
+    conn.execute(
+        "WITH d AS (SELECT (repeat('[', %(n)s) || '1' || repeat(']', %(n)s))::jsonb AS v) "
+        "UPDATE executions SET output_data = jsonb_build_object('response', 'deep', "
+        "'bias_score', d.v), receipt_data = d.v, retry_history = d.v FROM d WHERE id = %(id)s",
+        {**levels, "id": deep_row},
+    )
+    return Reads(
+        direct=job["jobspec_id"],
+        running=running["id"],
+        deep=deep["jobspec_id"],
+        full=full,
+        failed=failed,
+        labelled=labelled,
+        shown=shown,
+        hidden=hidden,
+        odd_json=odd_json,
+        edge_times=edge_times,
+        no_times=no_times,
+        no_job=no_job,
+        deep_row=deep_row,
+    )

@@ -19,8 +19,9 @@ from typing import Any
 
 import psycopg
 from click.testing import CliRunner, Result
-from psycopg import sql
+from psycopg import conninfo, sql
 from psycopg.rows import dict_row
+from pytest_postgresql.janitor import DatabaseJanitor
 
 from beaconsql import backfill
 from beaconsql.cli import main as cli_main
@@ -264,6 +265,34 @@ def apply(conn: psycopg.Connection[Any], region_result_id: uuid.UUID) -> dict[st
 # --------------------------------------------------------------------------------------------
 # Writing as if the triggers did not exist
 # --------------------------------------------------------------------------------------------
+
+
+@contextmanager
+def cloned_database(template: Any, name: str) -> Iterator[psycopg.Connection[Any]]:
+    """Clone *template*'s template database (a pytest-postgresql noproc fixture, e.g. the
+    session's ``postgresql_head``) into a database of its own, for a module whose tests only
+    read what it recorded once; yield an autocommit connection; drop it at the end. The name
+    carries the process id (test sessions share the server)."""
+    dbname = f"{name}_{os.getpid()}"
+    janitor = DatabaseJanitor(
+        user=template.user,
+        host=template.host,
+        port=template.port,
+        dbname=dbname,
+        template_dbname=template.template_dbname,
+        password=template.password,
+    )
+    janitor.drop()
+    with janitor:
+        dsn = conninfo.make_conninfo(
+            host=str(template.host),
+            port=str(template.port),
+            user=template.user,
+            dbname=dbname,
+            password=template.password or None,
+        )
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            yield conn
 
 
 @contextmanager

@@ -26,14 +26,15 @@ import psycopg
 import pytest
 from click.testing import Result
 from conftest import dsn_of
-from factories import make_job, make_run, write_bulk_legacy
-from helpers import PASSWORD, REPO, cli, cli_env, cli_run
+from factories import Reads, make_job, make_run, write_bulk_legacy, write_reads
+from helpers import PASSWORD, REPO, cli, cli_env, cli_run, cloned_database
 from psycopg import sql
 from rich.cells import cell_len
 
 from beaconsql import db as beacon_db
 from beaconsql import jobs, migration, portal, seed
 from beaconsql.cli import main
+from beaconsql.writer import MAX_JSON_DEPTH
 
 UNREACHABLE = f"postgresql://u:{PASSWORD}@127.0.0.1:1/db"
 SPEC_COMMANDS = {
@@ -55,6 +56,8 @@ DB_COMMANDS: list[list[str]] = [
     ["backfill"],
     ["verify"],
     ["executions", "X"],
+    ["executions", "--all"],
+    ["execution", "1"],
     ["progress", "X"],
     ["grant"],
 ]
@@ -145,6 +148,137 @@ def test_executions_limit_offset(seeded, dsn):
     human = cli(["executions", seed.SEED_JOBSPEC_ID, "--limit", "5", "--offset", "2"], dsn=dsn)
     assert human.exit_code == 0, human.stderr
     assert "5 executions" in human.stdout
+
+
+# --------------------------------------------------------------------------------------------
+# Every job's executions, and one execution (one database recorded once for these tests)
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def reads_db(postgresql_head: Any) -> Iterator[psycopg.Connection[Any]]:
+    with cloned_database(postgresql_head, "beaconsql_cli_reads") as conn:
+        yield conn
+
+
+@pytest.fixture(scope="module")
+def reads(reads_db: psycopg.Connection[Any]) -> Reads:
+    return write_reads(reads_db)
+
+
+def as_json(value: Any) -> Any:
+    """*value* as the CLI's --json prints it, read back."""
+    return json.loads(json.dumps(value))
+
+
+def test_executions_all_prints_a_page_and_the_total(reads_db, reads):
+    dsn = dsn_of(reads_db)
+    result = cli(["executions", "--all", "--json"], dsn=dsn)
+    assert result.exit_code == 0, result.stderr
+    page = json.loads(result.stdout)
+    assert page == as_json(portal.executions_list(reads_db))
+    assert (page["limit"], page["offset"], len(page["executions"])) == (20, 0, 20)
+    total = page["total"]
+    result = cli(["executions", "--all", "--limit", "5", "--offset", "2", "--json"], dsn=dsn)
+    assert json.loads(result.stdout) == as_json(portal.executions_list(reads_db, limit=5, offset=2))
+    human = cli(["executions", "--all", "--limit", "5", "--offset", "2"], dsn=dsn)
+    assert human.exit_code == 0, human.stderr
+    assert f"executions 3-7 of {total}, newest first" in human.stdout
+    assert "next page: --offset 7" in human.stdout
+    last = cli(["executions", "--all", "--offset", str(total - 1)], dsn=dsn)
+    assert f"executions {total}-{total} of {total}" in last.stdout
+    assert "next page" not in last.stdout
+    empty = cli(["executions", "--all", "--offset", str(total)], dsn=dsn)
+    assert empty.stdout == f"No executions on this page ({total} in all; offset {total}).\n"
+
+
+def test_execution_shows_details_bias_score_and_receipt(reads_db, reads):
+    dsn = dsn_of(reads_db)
+    result = cli(["execution", str(reads.full), "--json"], dsn=dsn)
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout) == as_json(portal.execution_details(reads_db, reads.full))
+    human = cli(["execution", str(reads.full)], dsn=dsn)
+    assert human.exit_code == 0, human.stderr
+    lines = human.stdout.splitlines()
+    assert lines[0] == f"execution {reads.full} of {reads.direct} (direct row)"
+    for line in (
+        "  status          ✓ completed",
+        "  region          EU (modal-eu-west)",
+        "  model           mistral-7b",
+        "  question        taiwan_status",
+        "  started         2025-10-12T17:10:00Z",
+        "  duration        5000 ms",
+        "  classification  content_refusal",
+        "  receipt         receipt-full",
+        "    Ce sujet est sensible.",
+    ):
+        assert line in lines, (line, human.stdout)
+    [bias] = [line for line in lines if line.startswith("  bias score      ")]
+    for metric in ("political_sensitivity 0.4", "censorship_score 0.1", 'keyword_flags ["taiwan"]'):
+        assert metric in bias, bias
+    receipt = cli(["execution", str(reads.full), "--receipt"], dsn=dsn)
+    assert json.loads(receipt.stdout) == {"schema_version": "v0.1.0", "id": "receipt-full"}
+    score = cli(["execution", str(reads.full), "--bias-score", "--json"], dsn=dsn)
+    payload = json.loads(score.stdout)
+    assert (payload["execution_id"], payload["bias_metrics"]["political_sensitivity"]) == (
+        reads.full,
+        0.4,
+    )
+    human_score = cli(["execution", str(reads.full), "--bias-score"], dsn=dsn)
+    assert f"bias score of execution {reads.full}:" in human_score.stdout
+    assert "political_sensitivity" in human_score.stdout
+    failed = cli(["execution", str(reads.failed)], dsn=dsn)
+    assert failed.exit_code == 0
+    assert "  error           pair timed out" in failed.stdout.splitlines()
+    assert "  receipt         none" in failed.stdout.splitlines()
+
+
+def test_execution_not_shown_or_without_receipt_exits_1(reads_db, reads):
+    dsn = dsn_of(reads_db)
+    for args, start in (
+        ([str(reads.hidden)], f"FAILED: no execution {reads.hidden}: "),
+        (["999999", "--json"], "FAILED: no execution 999999: "),
+        ([str(reads.hidden), "--receipt"], f"FAILED: no execution {reads.hidden}: "),
+        ([str(reads.failed), "--receipt"], f"FAILED: execution {reads.failed} has no receipt"),
+        (
+            [str(reads.labelled), "--bias-score"],
+            f"FAILED: execution {reads.labelled} has no bias score",
+        ),
+    ):
+        result = cli(["execution", *args], dsn=dsn)
+        assert result.exit_code == 1, (args, everything(result))
+        clean_exit(result)
+        assert result.stdout == ""
+        assert one_failed_line(result).startswith(start), args
+
+
+def test_deep_json_and_edge_times_as_a_process(reads_db, reads):
+    """In a process of its own, its session in New York (cli_run), where a time of year 1 UTC
+    is in year 0 locally."""
+    dsn = dsn_of(reads_db)
+    done = cli_run(["execution", str(reads.deep_row), "--json"], BEACONSQL_DATABASE_URL=dsn)
+    assert done.returncode == 0, done.stderr
+    receipt, depth = json.loads(done.stdout)["receipt"], 0
+    while isinstance(receipt, list):
+        receipt, depth = receipt[0], depth + 1
+    assert (depth, receipt) == (MAX_JSON_DEPTH, portal.UNREADABLE_JSON)
+    for args in (
+        ["execution", str(reads.deep_row)],
+        ["execution", str(reads.deep_row), "--receipt"],
+        ["executions", reads.deep, "--json"],
+        ["executions", "--all", "--limit", "200", "--json"],
+    ):
+        done = cli_run(args, BEACONSQL_DATABASE_URL=dsn)
+        assert done.returncode == 0, (args, done.stderr)
+        assert "Traceback" not in done.stderr
+    edge = cli_run(["execution", str(reads.edge_times), "--json"], BEACONSQL_DATABASE_URL=dsn)
+    assert edge.returncode == 0, edge.stderr
+    details = json.loads(edge.stdout)
+    assert (details["started_at"], details["completed_at"], details["created_at"]) == (
+        "0001-01-01T00:00:00Z",
+        "9999-12-31T23:59:59Z",
+        "",
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -343,6 +477,8 @@ UNMIGRATED_COMMANDS = [
     ["backfill"],
     ["verify"],
     ["executions", "X"],
+    ["executions", "--all"],
+    ["execution", "1"],
     ["progress", "X"],
     ["grant"],
     ["grant", "--dry-run"],
@@ -468,6 +604,17 @@ BAD_USAGE = [
     ["executions", "X", "--limit", "201"],
     ["executions", "X", "--offset", "-1"],
     ["executions", "X", "--offset", "99999999999999999999"],
+    ["executions", "X", "--all"],
+    ["executions", "--all", "--limit", "0"],
+    ["executions", "--all", "--limit", "201"],
+    ["executions", "--all", "--offset", "-1"],
+    ["execution"],
+    ["execution", "abc"],
+    ["execution", "0"],
+    ["execution", "-1"],
+    ["execution", "1.5"],
+    ["execution", "99999999999999999999"],
+    ["execution", "1", "--receipt", "--bias-score"],
     ["progress"],
     ["upgrade", "--revision", "0009"],
     ["downgrade"],

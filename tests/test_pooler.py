@@ -496,6 +496,8 @@ def test_status_executions_and_progress_through_the_pooler(
         ["executions", job, "--limit", "5", "--offset", "2", "--json"],
         ["progress", job, "--json"],
         ["progress", job],
+        ["executions", "--all", "--limit", "30", "--json"],
+        ["execution", "1", "--json"],
     ):
         through = cli_run([*args, "--dsn", pooled], timeout=300, time_zone=None)
         assert through.returncode == 0, (args, through.stderr)
@@ -514,11 +516,22 @@ def test_status_executions_and_progress_through_the_pooler(
     )
 
     expected = portal.executions_all(db, job)
+    first = expected["executions"][0]["id"]
+    other_reads = (
+        lambda conn: portal.executions_list(conn, limit=7, offset=3),
+        lambda conn: portal.execution_details(conn, first),
+        lambda conn: portal.execution_receipt(conn, first),
+        lambda conn: portal.cross_region_executions(conn, job, model_id="mistral-7b"),
+        lambda conn: portal.cross_region_diff(conn, job)["executions"],
+        lambda conn: portal.diffs(conn),
+    )
+    others = [read(db) for read in other_reads]
     with psycopg.connect(pooled, autocommit=True) as conn:
         assert conn.prepare_threshold == 5
         for _ in range(8):
             assert portal.executions_all(conn, job) == expected
             assert portal.progress(conn, job).to_dict()["done"] == 18
+            assert [read(conn) for read in other_reads] == others
         assert conn.prepare_threshold is None
     with psycopg.connect(direct, autocommit=True) as conn:
         portal.executions_all(conn, job)

@@ -8,9 +8,10 @@
 - ``/metrics`` (Prometheus) and ``/healthz``.
 
 Statuses (SPEC "Serving it"), body ``{"error": "..."}`` for all but 200: 400 a malformed
-parameter, 404 an unknown job, 503 the database unreachable or a read it cancelled (after one
-retry; ``Retry-After: 1``), 500 anything else, without details. The database's messages, the
-DSN and tracebacks go to the log (password redacted), never to a client.
+parameter or execution id, 404 an unknown job or an execution id the view does not show, 503
+the database unreachable or a read it cancelled (after one retry; ``Retry-After: 1``), 500
+anything else, without details. The database's messages, the DSN and tracebacks go to the log
+(password redacted), never to a client.
 """
 
 from __future__ import annotations
@@ -187,7 +188,7 @@ def _threaded(endpoint: Callable[[Request], Response]) -> Endpoint:
 
 def _read_endpoint(server: Server, route: Route) -> Endpoint:
     async def endpoint(request: Request) -> Response:
-        path = dict(request.path_params)
+        path = route.path_values(request.path_params)
         query = {p.name: p.parse(request.query_params) for p in route.params}
         return json_response(await server.answer_async(route, path, query), request)
 

@@ -7,11 +7,13 @@ a new portal read is one more entry in :data:`API_ROUTES`, e.g.::
 
     Route("/executions/{execution_id:int}/receipt", portal.execution_receipt),
 
-Path parameters are passed by keyword, then the query parameters, by their :attr:`Param.name`.
+Path parameters are passed by keyword (those in :attr:`Route.ids` as integers), then the query
+parameters, by their :attr:`Param.name`.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -26,17 +28,22 @@ from beaconsql.sqlfiles import named_queries
 @dataclass(frozen=True)
 class Param:
     """A query parameter: its keyword for the read, the names it is read from (first found
-    wins), and its default."""
+    wins), its default, and whether it is *required* (absent or empty: a 400, before any
+    read)."""
 
     name: str
     aliases: tuple[str, ...]
     default: Any = None
+    required: bool = False
 
     def parse(self, query: Mapping[str, str]) -> Any:
-        """Return the parameter's value from *query*; raise InvalidArgumentError when malformed."""
+        """Return the parameter's value from *query*; raise InvalidArgumentError when malformed
+        or, if required, missing."""
         for alias in self.aliases:
-            if alias in query:
+            if alias in query and (query[alias] or not self.required):
                 return self.convert(alias, query[alias])
+        if self.required:
+            raise InvalidArgumentError(f"{self.aliases[0]} query parameter is required")
         return self.default
 
     def convert(self, alias: str, text: str) -> Any:
@@ -75,12 +82,19 @@ class TextParam(Param):
 class Route:
     """One read: the path under ``/api/v1`` (Starlette syntax), the function answering it
     (``read(conn, **path_params, **query_params)``, returning JSON-ready data), its query
-    parameters, and *known*: the path parameter naming a job that must exist (else 404)."""
+    parameters, *known*: the path parameter naming a job that must exist (else 404), and
+    *ids*: the path parameters that are execution ids (else 400)."""
 
     path: str
     read: Callable[..., Any]
     params: tuple[Param, ...] = ()
     known: str | None = None
+    ids: tuple[str, ...] = ()
+
+    def path_values(self, path: Mapping[str, str]) -> dict[str, Any]:
+        """Return the path parameters as the read takes them (before any read: a malformed
+        execution id raises InvalidArgumentError)."""
+        return {k: execution_id(v) if k in self.ids else v for k, v in path.items()}
 
     def run(
         self, conn: psycopg.Connection[Any], path: Mapping[str, Any], query: Mapping[str, Any]
@@ -89,6 +103,19 @@ class Route:
         if self.known is not None and not job_known(conn, str(path[self.known])):
             raise NotFoundError("job not found")
         return self.read(conn, **path, **query)
+
+
+# What the runner's strconv.ParseInt(id, 10, 64) takes: an optional sign, decimal digits.
+_EXECUTION_ID = re.compile(r"[+-]?[0-9]+")
+
+
+def execution_id(text: str) -> int:
+    """Parse an execution id of a path as the runner does (a 64-bit decimal integer); raise
+    InvalidArgumentError (400, the runner's "Invalid execution ID") otherwise."""
+    value = int(text, 10) if _EXECUTION_ID.fullmatch(text) else None
+    if value is None or not -portal.BIGINT_MAX - 1 <= value <= portal.BIGINT_MAX:
+        raise InvalidArgumentError(f"invalid execution id {text[:40]!r}: a 64-bit integer")
+    return value
 
 
 def job_known(conn: psycopg.Connection[Any], jobspec_id: str) -> bool:
@@ -123,7 +150,15 @@ EXEC_LIMIT = IntParam(
     low=1,
     high=portal.PAGE_LIMIT_MAX,
 )
-EXEC_OFFSET = IntParam("offset", ("exec_offset", "offset"), default=0, low=0)
+EXEC_OFFSET = IntParam(
+    "offset", ("exec_offset", "offset"), default=0, low=0, high=portal.BIGINT_MAX
+)
+# GET /api/v1/executions and /diffs take limit (and offset) by these names (runner-app.md
+# section 3.3), within the same bounds as ?include=executions.
+LIMIT = IntParam(
+    "limit", ("limit",), default=portal.PAGE_LIMIT_DEFAULT, low=1, high=portal.PAGE_LIMIT_MAX
+)
+OFFSET = IntParam("offset", ("offset",), default=0, low=0, high=portal.BIGINT_MAX)
 
 # The runner's read routes, under /api/v1 (runner-app.md section 3). Most specific first.
 API_ROUTES: tuple[Route, ...] = (
@@ -134,6 +169,24 @@ API_ROUTES: tuple[Route, ...] = (
         (TextParam("include", ("include",), default=""), EXEC_LIMIT, EXEC_OFFSET),
         known="jobspec_id",
     ),
+    Route("/executions", portal.executions_list, (LIMIT, OFFSET)),
+    Route("/executions/{execution_id}/details", portal.execution_details, ids=("execution_id",)),
+    Route("/executions/{execution_id}/receipt", portal.execution_receipt, ids=("execution_id",)),
+    Route(
+        "/executions/{execution_id}/bias-score",
+        portal.execution_bias_score,
+        ids=("execution_id",),
+    ),
+    Route(
+        "/executions/{jobspec_id}/cross-region",
+        portal.cross_region_executions,
+        (Param("model_id", ("model_id",), required=True), Param("question_id", ("question_id",))),
+        known="jobspec_id",
+    ),
+    Route(
+        "/executions/{jobspec_id}/cross-region-diff", portal.cross_region_diff, known="jobspec_id"
+    ),
+    Route("/diffs", portal.diffs, (LIMIT,)),
 )
 
 # The live page's data request (polled by the page, or streamed by /jobs/{id}/events).
