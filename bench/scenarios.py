@@ -375,7 +375,9 @@ def build_portal_dataset(conn: psycopg.Connection[Any], jobs: int) -> dict[str, 
     conn.execute("UPDATE jobs SET status = 'running' WHERE jobspec_id LIKE 'running-%'")
     conn.execute(q["running_region_results"], {"prefix": "running-", "recorded": 4})
     set_mirror_triggers(conn, False)
-    conn.execute(q["unmirror_region_results"], {"prefix": "writer-", "n": UNMIRRORED_REGION_RESULTS})
+    conn.execute(
+        q["unmirror_region_results"], {"prefix": "writer-", "n": UNMIRRORED_REGION_RESULTS}
+    )
     set_mirror_triggers(conn, True)
     conn.execute("VACUUM ANALYZE")
     row = conn.execute("SELECT count(*) FROM executions").fetchone()
