@@ -133,3 +133,70 @@ FROM executions e
 JOIN jobs j ON e.job_id = j.id
 WHERE j.jobspec_id = %(jobspec_id)s
 ORDER BY e.created_at DESC;
+
+-- name: direct_job_page
+-- The runner's ?include=executions read (runner-app.md section 3.2), the portal's page of 100.
+SELECT e.id, e.region, e.provider_id, e.status, e.started_at, e.completed_at, e.model_id,
+       e.question_id, e.receipt_data, e.response_classification, e.is_substantive,
+       e.is_content_refusal
+FROM executions e
+JOIN jobs j ON e.job_id = j.id
+WHERE j.jobspec_id = %(jobspec_id)s
+ORDER BY e.created_at DESC
+LIMIT %(limit)s OFFSET %(offset)s;
+
+-- name: direct_cross_region
+-- The runner's GetCrossRegionExecutions (section 3.3), by job and model.
+SELECT e.id, e.job_id, e.region, e.status, e.provider_id, e.model_id, e.question_id,
+       e.output_data, e.started_at, e.completed_at, e.created_at, e.response_length,
+       e.response_classification, e.is_substantive, e.is_content_refusal,
+       e.is_technical_error, j.jobspec_id
+FROM executions e
+JOIN jobs j ON e.job_id = j.id
+WHERE j.jobspec_id = %(jobspec_id)s AND e.model_id = %(model_id)s
+ORDER BY e.region ASC, e.created_at DESC;
+
+-- name: direct_cross_region_diff
+-- The runner's cross-region-diff read (section 3.3): a job's completed rows.
+SELECT e.id, e.region, e.status, e.output_data, e.created_at
+FROM executions e
+JOIN jobs j ON e.job_id = j.id
+WHERE j.jobspec_id = %(jobspec_id)s AND e.status = 'completed'
+ORDER BY e.region, e.created_at DESC;
+
+-- name: direct_execution
+-- The runner's /executions/{id}/details read (section 3.3).
+SELECT e.id, j.jobspec_id, e.status, e.region, e.provider_id, e.started_at, e.completed_at,
+       e.created_at, e.output_data, e.receipt_data
+FROM executions e
+LEFT JOIN jobs j ON e.job_id = j.id
+WHERE e.id = %(execution_id)s;
+
+-- name: direct_list
+-- The runner's GET /api/v1/executions page (section 3.3).
+SELECT e.id, j.jobspec_id, e.status, e.region, e.provider_id, e.started_at, e.completed_at,
+       e.created_at, e.receipt_data, e.output_data, COALESCE(e.model_id, 'llama3.2-1b')
+FROM executions e
+LEFT JOIN jobs j ON e.job_id = j.id
+ORDER BY e.created_at DESC
+LIMIT %(limit)s OFFSET %(offset)s;
+
+-- name: direct_count
+-- The list's total, the runner's way.
+SELECT count(*) FROM executions;
+
+-- name: direct_diffs
+-- The runner's GET /api/v1/diffs: jobs with two regions or more among completed executions.
+SELECT j.jobspec_id, count(DISTINCT e.region)
+FROM executions e
+JOIN jobs j ON e.job_id = j.id
+WHERE e.status = 'completed'
+GROUP BY j.jobspec_id
+HAVING count(DISTINCT e.region) >= 2
+ORDER BY j.jobspec_id
+LIMIT %(limit)s;
+
+-- name: view_derived_rows
+-- The share of the list spent on the rows the view derives: finding the region results not
+-- mirrored (one pass over region_results) and deriving theirs.
+SELECT count(*) FROM executions_unified u WHERE u.source = 'derived';

@@ -17,8 +17,8 @@ from typing import Any
 
 import psycopg
 
-from beaconsql import db, demo, migration
-from beaconsql.sqlfiles import named_queries, parse_named_queries
+from beaconsql import db, demo, migration, portal
+from beaconsql.sqlfiles import parse_named_queries
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results.json"
@@ -48,8 +48,9 @@ def queries() -> dict[str, str]:
     return parse_named_queries((HERE / "data.sql").read_text(), source="bench/data.sql")
 
 
-def portal_query() -> str:
-    return named_queries("queries/portal.sql")["executions"]
+def portal_query(name: str = "executions") -> str:
+    """A read of beaconsql.portal, as it runs it."""
+    return portal.queries()[name]
 
 
 def set_mirror_triggers(conn: psycopg.Connection[Any], enabled: bool) -> None:

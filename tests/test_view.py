@@ -31,7 +31,7 @@ from factories import (
 from helpers import fetch
 from psycopg import sql
 
-from beaconsql import migration, seed, writer
+from beaconsql import migration, portal, seed, writer
 
 SPEC_COLUMNS = [
     "execution_id", "source", "region_result_id", "cross_region_execution_id", "job_id",
@@ -986,7 +986,13 @@ def seq_scans(explained: Any) -> list[str]:
     ]
 
 
-def test_view_filtered_on_jobspec_id_uses_indexes(db):
+def explain(db: psycopg.Connection[Any], query: str, params: dict[str, Any]) -> Any:
+    """EXPLAIN's JSON plan of *query* with *params* bound client-side (a custom plan)."""
+    bound = psycopg.ClientCursor(db).mogrify(query, params)
+    return db.execute("EXPLAIN (FORMAT JSON) " + bound).fetchone()[0]  # type: ignore[index]
+
+
+def test_portal_reads_reach_their_rows_through_indexes(db):
     db.execute(FILLER)
     # part of the filler mirrored (as a partial backfill leaves it), the rest not
     db.execute(
@@ -1013,15 +1019,38 @@ def test_view_filtered_on_jobspec_id_uses_indexes(db):
     ).fetchone()[0]
     assert seq_scans(custom) == []
 
-    # the portal's own query (ORDER BY, LIMIT), parameters bound client-side
-    from beaconsql.sqlfiles import named_queries
-
-    portal_sql = psycopg.ClientCursor(db).mogrify(
-        named_queries("queries/portal.sql")["executions"],
-        {"jobspec_id": target, "limit": None, "offset": 0},
-    )
-    explained = db.execute("EXPLAIN (FORMAT JSON) " + portal_sql).fetchone()[0]
-    assert seq_scans(explained) == []
+    # every portal read (SPEC "Portal reads"), parameters bound client-side: those scoped to
+    # a job, a run or an execution read no table whole; the newest-first list reads only
+    # region_results whole (to find the region results not mirrored), executions by index
+    some = fetch(
+        db,
+        "SELECT execution_id, cross_region_execution_id FROM executions_unified "
+        "WHERE jobspec_id = %s AND execution_id IS NOT NULL LIMIT 1",
+        (target,),
+    )[0]
+    run = fetch(db, "SELECT id FROM cross_region_executions WHERE jobspec_id = %s", (target,))
+    # the list's window, as beaconsql.portal opens it for a page of 20: the newest 20 jobs'
+    since = db.execute(portal.queries()["executions_page_since"], {"jobs": 20}).fetchone()[0]
+    scoped = {
+        "executions": {"jobspec_id": target, "limit": None, "offset": 0},
+        "progress_rows": {"jobspec_id": target},
+        "cross_region": {"jobspec_id": target, "model_id": "m1"},
+        "cross_region_by_question": {"jobspec_id": target, "model_id": "m1", "question_id": "q1"},
+        "cross_region_diff": {"jobspec_id": target},
+        "execution": {"execution_id": some["execution_id"]},
+        "execution_receipt": {"execution_id": some["execution_id"]},
+        "execution_bias_score": {"execution_id": some["execution_id"]},
+    }
+    for name, params in scoped.items():
+        explained = explain(db, portal.queries()[name], params)
+        assert seq_scans(explained) == [], name
+    by_run = "SELECT * FROM executions_unified WHERE cross_region_execution_id = %(run)s"
+    assert seq_scans(explain(db, by_run, {"run": run[0]["id"]})) == []
+    # the list's stored rows (executions_in_window; the page reads them alike) come from
+    # executions by its created_at index, and region_results at most once
+    window = {"since": since, "end": 20}
+    explained = explain(db, portal.queries()["executions_in_window"], window)
+    assert set(seq_scans(explained)) <= {"region_results"}
 
     db.execute(
         "PREPARE unified_by_job(text) AS SELECT * FROM executions_unified WHERE jobspec_id = $1"

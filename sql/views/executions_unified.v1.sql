@@ -187,23 +187,21 @@ FROM (
            s.last_retry_at::timestamptz, s.retry_history::jsonb
     FROM public.executions_unified_rows s
     WHERE s.direct
-      -- a row without a job is alone in its key; else no better row of its key ('' and NULL
-      -- question ids alike: the key's index answers when model and question are set, as
-      -- they are but on legacy rows)
-      AND (s.job_id IS NULL
-           OR CASE WHEN s.model_id IS NOT NULL AND nullif(s.question_id, '') IS NOT NULL
-                   THEN NOT EXISTS (
-                       SELECT 1 FROM public.executions e2
-                       WHERE e2.job_id = s.job_id AND e2.region = s.region
-                         AND e2.model_id = s.model_id AND e2.question_id = s.question_id
-                         AND e2.id <> s.id AND public.executions_unified_outranks(e2.id, s.rank))
-                   ELSE NOT EXISTS (
-                       SELECT 1 FROM public.executions e2
-                       WHERE e2.job_id = s.job_id AND e2.region = s.region
-                         AND e2.model_id IS NOT DISTINCT FROM s.model_id
-                         AND nullif(e2.question_id, '') IS NOT DISTINCT FROM nullif(s.question_id, '')
-                         AND e2.id <> s.id AND public.executions_unified_outranks(e2.id, s.rank))
-              END)
+      -- no better row of its key (a row without a job has none: it is alone in its key);
+      -- the key's index answers, or, for the legacy rows without a model or question id
+      -- ('' and NULL question ids alike), its job and region
+      AND NOT EXISTS (
+          SELECT 1 FROM public.executions e2
+          WHERE e2.job_id = s.job_id AND e2.region = s.region
+            AND e2.model_id = s.model_id AND e2.question_id = s.question_id
+            AND e2.id <> s.id AND public.executions_unified_outranks(e2.id, s.rank))
+      AND (s.job_id IS NULL OR (s.model_id IS NOT NULL AND nullif(s.question_id, '') IS NOT NULL)
+           OR NOT EXISTS (
+               SELECT 1 FROM public.executions e2
+               WHERE e2.job_id = s.job_id AND e2.region = s.region
+                 AND e2.model_id IS NOT DISTINCT FROM s.model_id
+                 AND nullif(e2.question_id, '') IS NOT DISTINCT FROM nullif(s.question_id, '')
+                 AND e2.id <> s.id AND public.executions_unified_outranks(e2.id, s.rank)))
     UNION ALL
     -- (b) mirrored rows of region results that are mirrored, when no row of their key
     -- outranks them: a direct one, a better mirrored one, or a better one the view derives
@@ -226,19 +224,20 @@ FROM (
                    e.mirror_region_result_id, e.id) AS rank
     ) k
     WHERE i.mirrored
-      AND (e.job_id IS NULL
-           OR (NOT EXISTS (
-                   SELECT 1 FROM public.executions e2
-                   WHERE e2.job_id = e.job_id AND e2.region = e.region
-                     AND e2.model_id = e.model_id AND e2.question_id = e.question_id
-                     AND e2.id <> e.id AND public.executions_unified_outranks(e2.id, k.rank))
-               AND NOT EXISTS (
-                   SELECT 1 FROM public.cross_region_executions x2
-                   JOIN public.region_results r2 ON r2.cross_region_execution_id = x2.id
-                   WHERE x2.jobspec_id = i.jobspec_id AND r2.region = e.region
-                     AND r2.id <> e.mirror_region_result_id
-                     AND public.executions_unified_derived_outranks(
-                             r2.id, e.model_id, e.question_id, k.rank))))
+      -- (a row without a job is alone in its key)
+      AND NOT EXISTS (
+          SELECT 1 FROM public.executions e2
+          WHERE e2.job_id = e.job_id AND e2.region = e.region
+            AND e2.model_id = e.model_id AND e2.question_id = e.question_id
+            AND e2.id <> e.id AND public.executions_unified_outranks(e2.id, k.rank))
+      AND NOT EXISTS (
+          SELECT 1 FROM public.cross_region_executions x2
+          JOIN public.region_results r2 ON r2.cross_region_execution_id = x2.id
+          WHERE e.job_id IS NOT NULL
+            AND x2.jobspec_id = i.jobspec_id AND r2.region = e.region
+            AND r2.id <> e.mirror_region_result_id
+            AND public.executions_unified_derived_outranks(
+                    r2.id, e.model_id, e.question_id, k.rank))
     UNION ALL
     -- (c), (d): the rows the view derives, when no stored or derived row of the key outranks them
     SELECT NULL::integer, 'derived'::text, d.region_result_id::uuid,
@@ -252,17 +251,17 @@ FROM (
            NULL::text, 'unknown'::text, false, false, false, 0, 0, 3, NULL::timestamptz,
            '[]'::jsonb
     FROM public.executions_unified_derived d
-    WHERE d.job_id IS NULL
-       OR (NOT EXISTS (
-               SELECT 1 FROM public.executions e2
-               WHERE e2.job_id = d.job_id AND e2.region = d.region
-                 AND e2.model_id = (d.m).model_id AND e2.question_id = (d.m).question_id
-                 AND public.executions_unified_outranks(e2.id, d.rank))
-           AND NOT EXISTS (
-               SELECT 1 FROM public.cross_region_executions x2
-               JOIN public.region_results r2 ON r2.cross_region_execution_id = x2.id
-               WHERE x2.jobspec_id = d.jobspec_id AND r2.region = d.region
-                 AND r2.id <> d.region_result_id
-                 AND public.executions_unified_derived_outranks(r2.id, (d.m).model_id,
-                                                                (d.m).question_id, d.rank)))
+    WHERE NOT EXISTS (
+              SELECT 1 FROM public.executions e2
+              WHERE e2.job_id = d.job_id AND e2.region = d.region
+                AND e2.model_id = (d.m).model_id AND e2.question_id = (d.m).question_id
+                AND public.executions_unified_outranks(e2.id, d.rank))
+      AND NOT EXISTS (
+              SELECT 1 FROM public.cross_region_executions x2
+              JOIN public.region_results r2 ON r2.cross_region_execution_id = x2.id
+              WHERE d.job_id IS NOT NULL
+                AND x2.jobspec_id = d.jobspec_id AND r2.region = d.region
+                AND r2.id <> d.region_result_id
+                AND public.executions_unified_derived_outranks(
+                        r2.id, (d.m).model_id, (d.m).question_id, d.rank))
 ) c;
