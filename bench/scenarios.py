@@ -457,8 +457,7 @@ def portal_read(server: str, results: Results, *, jobs: int = _PORTAL_JOBS) -> N
         ids = [
             r[0]
             for r in conn.execute(
-                "SELECT execution_id FROM executions_unified TABLESAMPLE SYSTEM (1) "
-                "WHERE execution_id IS NOT NULL LIMIT 500"
+                "SELECT id FROM executions TABLESAMPLE SYSTEM (1) LIMIT 500"
             ).fetchall()
         ]
         for name, read, direct, sample in _SCOPED_READS:

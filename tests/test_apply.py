@@ -6,6 +6,7 @@ what the mirror cannot lock at once it defers, never waits for).
 
 from __future__ import annotations
 
+import re
 import threading
 import uuid
 from collections.abc import Callable
@@ -866,3 +867,19 @@ def test_region_results_mirror_append_after_spec_changed_with_triggers_disabled(
         ("m1", "q1"): ("completed", None, 3),
         ("m1", "q2"): ("running", None, 1),
     }
+
+
+def test_mirror_writes_name_exactly_the_columns_the_mirror_owns():
+    """executions_mirror_insert and _update name the columns of executions_mirror_row, the one
+    list of what the mirror owns, in its order (SPEC "Columns the mirror owns")."""
+    from beaconsql.sqlfiles import read_sql
+
+    types = read_sql("mirror/rule/executions_mirror_types.v1.sql")
+    row_type = types[types.index("CREATE TYPE public.executions_mirror_row AS (") :]
+    owned = re.findall(r"^\s+(\w+) [a-z]", row_type[: row_type.index(");")], re.MULTILINE)
+    assert owned[:2] == ["job_id", "cross_region_execution_id"] and len(owned) == 15
+    writes = read_sql("mirror/apply/executions_mirror_write.v1.sql")
+    lists = re.findall(r"(?:INSERT INTO public\.executions|SET) \(([^)]*)\)", writes)
+    assert len(lists) == 2
+    for columns in lists:
+        assert [c.strip() for c in columns.split(",")] == owned

@@ -495,6 +495,33 @@ def test_precedence_finished_over_unfinished_among_direct_rows(db):
     assert (row["execution_id"], row["status"]) == (finished["id"], "cancelled")
 
 
+def test_precedence_a_detached_row_carries_no_evidence(db):
+    """The runner cancels a mirrored row (detached: a direct row now, `cancelled`, still
+    carrying mirror_evidence 3), then writes a direct `completed` row of the same key later:
+    among direct rows the finished and newest wins, whatever their evidence."""
+    job = one_pair_job(db)
+    region_with_element(db, job, start=0, end=1, status="running")
+    mirrored = fetch(db, "SELECT id FROM executions WHERE job_id = %s", (job["id"],))[0]["id"]
+    db.execute(
+        "UPDATE executions SET status = 'cancelled', completed_at = %s WHERE id = %s",
+        (at(5).replace(tzinfo=None), mirrored),
+    )
+    detached = fetch(db, "SELECT * FROM executions WHERE id = %s", (mirrored,))[0]
+    assert detached["mirror_region_result_id"] is None and detached["mirror_evidence"] == 3
+    later = make_direct_execution(
+        db,
+        job_id=job["id"],
+        model_id="m1",
+        question_id="q1",
+        status="completed",
+        started_at=at(8).replace(tzinfo=None),
+        completed_at=at(9).replace(tzinfo=None),
+        created_at=at(8).replace(tzinfo=None),
+    )
+    row = only(db, job["jobspec_id"])
+    assert (row["execution_id"], row["status"]) == (later["id"], "completed")
+
+
 def test_precedence_null_status_counts_as_unfinished(db):
     """Repro (psql, database at head, any job id 1):
     INSERT INTO executions (id, job_id, provider_id, region, status, started_at,

@@ -52,27 +52,23 @@ AS $$
            )::public.executions_unified_rank
 $$;
 
--- executions_unified_rows: every executions row, with what the view needs to rank it. direct: a direct row, or a mirrored row whose region result was deleted while triggers
--- were skipped and which the transparency log references (the mirror keeps it, as a direct
--- row); candidate (of a job's key): direct, or mirrored from a region result that is mirrored
--- (which implies that its run is the job's: the state's job fingerprint holds the job's id).
+-- executions_unified_rows: every executions row, with its job's jobspec_id and what the view
+-- needs to rank it. direct: a direct row, or a mirrored row whose region result was deleted
+-- while triggers were skipped and which the transparency log references (the mirror keeps
+-- it, as a direct row).
 CREATE OR REPLACE VIEW public.executions_unified_rows AS
 SELECT e.*,
        j.jobspec_id,
        k.direct,
-       k.direct OR coalesce(i.mirrored, false) AS candidate,
        public.executions_unified_rank(
            k.direct, e.mirror_evidence, false, e.status, e.completed_at, e.created_at,
            CASE WHEN NOT k.direct THEN e.mirror_region_result_id END, e.id) AS rank
 FROM public.executions e
 LEFT JOIN public.jobs j ON j.id = e.job_id
-LEFT JOIN public.region_results_mirror_inputs i
-       ON i.region_result_id = e.mirror_region_result_id AND i.jobspec_id = j.jobspec_id
 CROSS JOIN LATERAL (
     SELECT e.mirror_region_result_id IS NULL
-           OR (NOT coalesce(i.mirrored, false)
-               AND NOT EXISTS (SELECT 1 FROM public.region_results r
-                               WHERE r.id = e.mirror_region_result_id)
+           OR (NOT EXISTS (SELECT 1 FROM public.region_results r
+                           WHERE r.id = e.mirror_region_result_id)
                AND EXISTS (SELECT 1 FROM public.transparency_log t WHERE t.execution_id = e.id))
            AS direct
 ) k;
@@ -102,7 +98,7 @@ WHERE f.anomaly_kind IS NULL  -- the pair rows, not the anomalies
   AND (NOT i.mirrored OR NOT f.stored);
 
 -- executions_unified_outranks(execution_id, rank): whether that executions row is a candidate
--- of a job that outranks a candidate of rank `rank` of its key. executions_unified_derived_outranks(
+-- that outranks a candidate of rank `rank` of its key. executions_unified_derived_outranks(
 -- region_result_id, model_id, question_id, rank): whether that region result yields a row the
 -- view derives for the pair that does. The view probes the key's index first and asks these only
 -- of the rows it finds there (rarely any but the candidate itself): owner's rights, since
@@ -115,9 +111,15 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    -- a candidate: direct, or mirrored from a region result that is mirrored (which implies
+    -- that its run is the job's: the state's job fingerprint holds the job's id)
     RETURN EXISTS (SELECT 1 FROM public.executions_unified_rows s
+                   LEFT JOIN public.region_results_mirror_inputs i
+                          ON i.region_result_id = s.mirror_region_result_id
+                         AND i.jobspec_id = s.jobspec_id
                    WHERE s.id = executions_unified_outranks.execution_id
-                     AND s.candidate AND s.rank > executions_unified_outranks.rank);
+                     AND (s.direct OR coalesce(i.mirrored, false))
+                     AND s.rank > executions_unified_outranks.rank);
 END
 $$;
 
