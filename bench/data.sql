@@ -108,17 +108,16 @@ CROSS JOIN unnest(ARRAY['greatest_invention', 'tiananmen_neutral', 'taiwan_statu
 WHERE x.jobspec_id LIKE %(prefix)s || '%%';
 
 -- name: insert_select_rule
--- The ceiling for the backfill: the rule's rows of every region result in one INSERT ... SELECT,
--- no batches, no locks, no triggers (the caller disables them).
+-- The ceiling for the backfill: the rule's stored rows of every region result in one INSERT ...
+-- SELECT, no batches, no locks, no state, no triggers (the caller disables them).
 INSERT INTO executions (job_id, cross_region_execution_id, region, provider_id, model_id,
                         question_id, status, started_at, completed_at, created_at, output_data,
                         receipt_data, original_error, mirror_region_result_id, mirror_evidence)
-SELECT f.job_id, f.cross_region_execution_id, f.region, f.provider_id, f.model_id, f.question_id,
-       f.status, f.started_at, f.completed_at, f.created_at, f.output_data, f.receipt_data,
-       f.original_error, i.region_result_id, f.evidence
+SELECT (f.mirror_row).*
 FROM region_results_mirror_inputs i
-CROSS JOIN LATERAL region_results_mirror_rows(i.region_result, i.job_id, i.jobspec_data) f
-WHERE f.evidence IS NOT NULL;
+CROSS JOIN LATERAL region_results_mirror_rows(i.region_result, i.job_id, i.jobspec_data,
+                                              i.job_status) f
+WHERE f.stored;
 
 -- name: direct_read
 -- The runner's own read (runner-app.md section 3.1): executions joined to jobs, newest first.
