@@ -302,6 +302,20 @@ def job_with_executions(
 # --------------------------------------------------------------------------------------------
 
 
+def _listed_fields(row: ExecutionRow) -> dict[str, Any]:
+    """The fields the list and the details share (runner-app.md section 3.3), in order."""
+    return {
+        "id": row.execution_id,
+        "job_id": _or(row.jobspec_id, ""),
+        "status": row.status,
+        "region": row.region,
+        "provider_id": row.provider_id,
+        "started_at": rfc3339(row.started_at),
+        "completed_at": rfc3339(row.completed_at),
+        "created_at": rfc3339(row.created_at),
+    }
+
+
 def list_item(row: ExecutionRow) -> dict[str, Any]:
     """Return one item of ``GET /api/v1/executions`` (runner-app.md section 3.3): id, job_id,
     status, region, provider_id, the three times as in ``/executions/all``, ``receipt_id`` (the
@@ -314,15 +328,8 @@ def list_item(row: ExecutionRow) -> dict[str, Any]:
     """
     receipt = decode_json(row.receipt_json)
     receipt_id = receipt.get("id") if isinstance(receipt, dict) else None
-    item: dict[str, Any] = {
-        "id": row.execution_id,
-        "job_id": _or(row.jobspec_id, ""),
-        "status": row.status,
-        "region": row.region,
-        "provider_id": row.provider_id,
-        "started_at": rfc3339(row.started_at),
-        "completed_at": rfc3339(row.completed_at),
-        "created_at": rfc3339(row.created_at),
+    item = {
+        **_listed_fields(row),
         "receipt_id": receipt_id if isinstance(receipt_id, str) else "",
     }
     if row.output_json is not None:
@@ -432,14 +439,7 @@ def details_item(row: ExecutionRow) -> dict[str, Any]:
     provider_id, the three times as in ``/executions/all``, and ``output`` and ``receipt``,
     always present, null when NULL."""
     return {
-        "id": row.execution_id,
-        "job_id": _or(row.jobspec_id, ""),
-        "status": row.status,
-        "region": row.region,
-        "provider_id": row.provider_id,
-        "started_at": rfc3339(row.started_at),
-        "completed_at": rfc3339(row.completed_at),
-        "created_at": rfc3339(row.created_at),
+        **_listed_fields(row),
         "output": decode_json(row.output_json),
         "receipt": decode_json(row.receipt_json),
     }

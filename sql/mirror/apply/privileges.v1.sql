@@ -9,6 +9,7 @@ REVOKE EXECUTE ON FUNCTION
     public.region_results_mirror_plan(uuid[], text[], boolean),
     public.region_results_mirror_apply(uuid[], text[], boolean, text[], boolean),
     public.region_results_mirror_append(public.region_results, jsonb, jsonb),
+    public.region_results_mirror_hold_state(uuid, text),
     public.region_results_mirror_changed_pairs(jsonb, jsonb),
     public.region_results_mirror_guard(),
     public.region_results_mirror_update(),

@@ -1,9 +1,50 @@
+-- region_results_mirror_hold_state(region_result_id, job_fingerprint): the fast paths' lock.
+-- When the region result's state says it is mirrored for a job of this fingerprint, record the
+-- new version in it (holding the state row until commit) and return true; when it does not,
+-- return false, having locked nothing: the caller applies the region result, taking the
+-- mirror's locks in their order. Should the state change while this waited for its row (a
+-- concurrent apply holds it), the row is held already and the mirror's lock order forbids
+-- taking a (job_id, region) lock after it (PostgreSQL keeps the lock of a row an UPDATE
+-- waited for, even when the row then fails the UPDATE's WHERE): the region result is then
+-- left not mirrored, for its next write or a backfill, and NULL returned.
+CREATE OR REPLACE FUNCTION public.region_results_mirror_hold_state(region_result_id uuid,
+                                                                   job_fingerprint text)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
+SET enable_seqscan = off
+AS $$
+#variable_conflict use_column
+DECLARE
+    rid uuid := region_result_id;
+    fp text := job_fingerprint;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM public.region_results_mirror_state s
+                   WHERE s.region_result_id = rid AND s.r_xmin IS NOT NULL
+                     AND s.job_fingerprint = fp) THEN
+        RETURN false;
+    END IF;
+    UPDATE public.region_results_mirror_state s
+    SET r_xmin = (SELECT r.xmin FROM public.region_results r WHERE r.id = rid),
+        mirrored_at = now()
+    WHERE s.region_result_id = rid AND s.r_xmin IS NOT NULL AND s.job_fingerprint = fp;
+    IF FOUND THEN
+        RETURN true;
+    END IF;
+    UPDATE public.region_results_mirror_state s SET r_xmin = NULL WHERE s.region_result_id = rid;
+    RETURN NULL;
+END
+$$;
+
 -- region_results_mirror_append(new_row, old_elements, new_elements): apply an UPDATE of region
 -- result new_row (its execution_output left out) that only appended one element to its
 -- execution_output.executions (the writer's record_pair) as one insert, without re-deriving the
--- region (SPEC "Idempotent and quiet"). Returns false, having written nothing, when the change
--- needs more; the caller then applies the region result. The caller holds the region result's
--- locks (region_results_mirror_lock). Called by region_results_mirror_update.
+-- region (SPEC "Idempotent and quiet"). Returns false, having written and locked nothing, when
+-- the change needs more; the caller then applies the region result. Once it holds the state
+-- row it never hands over: it finishes the pair, or defers it. Called by
+-- region_results_mirror_update.
 CREATE OR REPLACE FUNCTION public.region_results_mirror_append(new_row public.region_results,
                                                                old_elements jsonb,
                                                                new_elements jsonb)
@@ -18,6 +59,8 @@ AS $$
 DECLARE
     v record;
     job integer;
+    fingerprint text;
+    held boolean;
     row public.executions_mirror_row;
     owned boolean;
     existing integer;
@@ -43,7 +86,7 @@ BEGIN
        OR v.started_at IS NULL THEN
         RETURN false;
     END IF;
-    SELECT j.id INTO job
+    SELECT j.id, public.jobs_mirror_fingerprint(j.id, j.jobspec_data) INTO job, fingerprint
     FROM public.cross_region_executions x
     LEFT JOIN public.jobs j ON j.jobspec_id = x.jobspec_id
     WHERE x.id = new_row.cross_region_execution_id;
@@ -51,18 +94,12 @@ BEGIN
                coalesce(new_row.provider_id, ''), v.model_id, v.question_id, v.status,
                v.started_at, v.completed_at, v.started_at, v.output_data, v.receipt_data,
                v.original_error, new_row.id, 3)::public.executions_mirror_row;
-    -- The proof that the rest is mirrored: the state of the version this update replaces
-    -- (region_results_mirror_guard clears it otherwise) for the job as it is now.
-    UPDATE public.region_results_mirror_state s
-    SET r_xmin = (SELECT r.xmin FROM public.region_results r WHERE r.id = new_row.id),
-        mirrored_at = now()
-    WHERE s.region_result_id = new_row.id
-      AND s.r_xmin IS NOT NULL
-      AND s.job_fingerprint = (SELECT public.jobs_mirror_fingerprint(j.id, j.jobspec_data)
-                               FROM public.cross_region_executions x
-                               LEFT JOIN public.jobs j ON j.jobspec_id = x.jobspec_id
-                               WHERE x.id = new_row.cross_region_execution_id);
-    IF NOT FOUND THEN
+    -- The proof that the rest is mirrored, and the lock: the state of the version this update
+    -- replaces (region_results_mirror_guard clears it otherwise) for the job as it is now.
+    held := public.region_results_mirror_hold_state(new_row.id, fingerprint);
+    IF held IS NULL THEN
+        RETURN true;  -- left not mirrored (see region_results_mirror_hold_state)
+    ELSIF NOT held THEN
         RETURN false;
     END IF;
     owned := job IS NOT NULL AND EXISTS (

@@ -55,9 +55,6 @@ BEGIN
            IS NOT DISTINCT FROM
            (OLD.cross_region_execution_id, OLD.region, OLD.provider_id, OLD.status,
             OLD.started_at, OLD.completed_at, OLD.error_message, OLD.model_id) THEN
-        -- The locks apply would take, in its order, before the state row is touched: the
-        -- paths below may still hand over to it.
-        PERFORM public.region_results_mirror_lock(ARRAY[NEW.id]);
         -- What the rule reads of execution_output: its elements, else its legacy answer.
         changed := CASE WHEN jsonb_typeof(new_elements) = 'array' OR jsonb_typeof(old_elements) = 'array'
                         THEN old_elements IS DISTINCT FROM new_elements
@@ -65,12 +62,9 @@ BEGIN
                    END;
         IF NOT changed THEN
             -- Nothing the rule reads changed: the rows stand; record the new version.
-            UPDATE public.region_results_mirror_state s
-            SET r_xmin = (SELECT r.xmin FROM public.region_results r WHERE r.id = NEW.id)
-            WHERE s.region_result_id = NEW.id AND s.r_xmin IS NOT NULL
-              AND s.job_fingerprint = (SELECT i.job_fingerprint FROM public.region_results_mirror_inputs i
-                                       WHERE i.region_result_id = NEW.id);
-            IF FOUND THEN
+            IF public.region_results_mirror_hold_state(
+                   NEW.id, (SELECT i.job_fingerprint FROM public.region_results_mirror_inputs i
+                            WHERE i.region_result_id = NEW.id)) IS NOT FALSE THEN
                 RETURN NULL;
             END IF;
         ELSIF (OLD.execution_output IS NULL OR jsonb_typeof(old_elements) = 'array')
