@@ -207,20 +207,25 @@ def go_time(value: datetime) -> str:
     return text + "Z"
 
 
-def execution_item(row: ExecutionRow) -> dict[str, Any]:
-    """Return one item of ``/executions/all`` (runner-app.md section 3.1): the runner's
-    COALESCE defaults (NULL only), and its fields omitted when empty."""
-    item: dict[str, Any] = {
+def _head_fields(row: ExecutionRow) -> dict[str, Any]:
+    """The fields every executions item of the runner starts with (runner-app.md sections 3.1
+    and 3.3), in order; ``job_id`` is ``""`` for a row of no job."""
+    return {
         "id": row.execution_id,
-        "job_id": row.jobspec_id,
+        "job_id": _or(row.jobspec_id, ""),
         "status": row.status,
         "region": row.region,
         "provider_id": row.provider_id,
         "started_at": rfc3339(row.started_at),
         "completed_at": rfc3339(row.completed_at),
         "created_at": rfc3339(row.created_at),
-        "has_receipt": row.receipt_json is not None,
     }
+
+
+def execution_item(row: ExecutionRow) -> dict[str, Any]:
+    """Return one item of ``/executions/all`` (runner-app.md section 3.1): the runner's
+    COALESCE defaults (NULL only), and its fields omitted when empty."""
+    item = {**_head_fields(row), "has_receipt": row.receipt_json is not None}
     if row.output_json is not None:
         item["output"] = decode_json(row.output_json)
     item["model_id"] = _or(row.model_id, DEFAULT_MODEL)
@@ -302,20 +307,6 @@ def job_with_executions(
 # --------------------------------------------------------------------------------------------
 
 
-def _listed_fields(row: ExecutionRow) -> dict[str, Any]:
-    """The fields the list and the details share (runner-app.md section 3.3), in order."""
-    return {
-        "id": row.execution_id,
-        "job_id": _or(row.jobspec_id, ""),
-        "status": row.status,
-        "region": row.region,
-        "provider_id": row.provider_id,
-        "started_at": rfc3339(row.started_at),
-        "completed_at": rfc3339(row.completed_at),
-        "created_at": rfc3339(row.created_at),
-    }
-
-
 def list_item(row: ExecutionRow) -> dict[str, Any]:
     """Return one item of ``GET /api/v1/executions`` (runner-app.md section 3.3): id, job_id,
     status, region, provider_id, the three times as in ``/executions/all``, ``receipt_id`` (the
@@ -329,7 +320,7 @@ def list_item(row: ExecutionRow) -> dict[str, Any]:
     receipt = decode_json(row.receipt_json)
     receipt_id = receipt.get("id") if isinstance(receipt, dict) else None
     item = {
-        **_listed_fields(row),
+        **_head_fields(row),
         "receipt_id": receipt_id if isinstance(receipt_id, str) else "",
     }
     if row.output_json is not None:
@@ -439,7 +430,7 @@ def details_item(row: ExecutionRow) -> dict[str, Any]:
     provider_id, the three times as in ``/executions/all``, and ``output`` and ``receipt``,
     always present, null when NULL."""
     return {
-        **_listed_fields(row),
+        **_head_fields(row),
         "output": decode_json(row.output_json),
         "receipt": decode_json(row.receipt_json),
     }

@@ -189,9 +189,12 @@ runner_db_without_007 = factories.postgresql("postgresql_runner_without_007")
 runner_db_inline = factories.postgresql("postgresql_runner_inline")
 
 
-def dsn_of(conn: psycopg.Connection[Any]) -> str:
-    """Return a DSN for the database *conn* is connected to (password included)."""
+def dsn_of(conn: psycopg.Connection[Any], user: str | None = None) -> str:
+    """Return a DSN for the database *conn* is connected to (password included), as its user
+    or as *user* (then without the password)."""
     info = conn.info
+    if user is not None:
+        return dsn_for(info.host, info.port, user, info.dbname, None)
     return dsn_for(info.host, info.port, info.user, info.dbname, info.password)
 
 

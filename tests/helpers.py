@@ -5,6 +5,7 @@ factories.py; the expected rows from oracle.py. A helper one module alone uses s
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -33,6 +34,17 @@ UNREACHABLE_DSN = "postgresql://postgres@127.0.0.1:1/nothing?connect_timeout=2"
 T0 = datetime(2025, 10, 12, 17, 0, 0, tzinfo=UTC)
 # The password of the DSNs and login roles of the secrets tests: it must appear in no output.
 PASSWORD = "S3cretPassw0rd"
+# What region_results_mirror_apply reports when it finds nothing to do.
+NOTHING_APPLIED = {
+    "inserted": 0,
+    "updated": 0,
+    "deleted": 0,
+    "detached": 0,
+    "left_to_direct": 0,
+    "anomalies": 0,
+    "states": 0,
+    "deferred": 0,
+}
 # The runner's cancel of a job (runner-app.md): every unfinished executions row of the job.
 RUNNER_CANCEL = (
     "UPDATE executions SET status = 'cancelled', completed_at = NOW() "
@@ -521,3 +533,12 @@ def waiting_backends(conn: psycopg.Connection[Any], application_name: str = "bea
         (application_name,),
     ).fetchone()
     return int(row[0]) if row else 0
+
+
+def curl(url: str) -> tuple[int, Any]:
+    """GET *url* with curl; return (status, parsed JSON body)."""
+    out = subprocess.run(
+        ["curl", "-sS", "-w", "\n%{http_code}", url], check=True, capture_output=True, text=True
+    ).stdout
+    body, _, status = out.rpartition("\n")
+    return int(status), json.loads(body)

@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
+from helpers import RUNNER_CANCEL
 from psycopg.types.json import Jsonb
 
 from beaconsql import backfill, seed, verify, writer
@@ -34,10 +35,6 @@ HANG_SECONDS = 30
 # lock or statement timeout, a serialisation failure. Other errors are the runner's own races
 # (a region started in a run another statement just deleted), counted apart.
 MIRROR_ABORTS = ("40P01", "55P03", "57014", "40001")
-CANCEL = (
-    "UPDATE executions SET status = 'cancelled', completed_at = NOW() WHERE job_id = %s "
-    "AND status IN ('pending', 'running', 'processing', 'queued', 'retrying')"
-)
 # The retry service (runner-app.md section 3): its 'retrying' breaks chk_executions_status on a
 # database the runner's migrations built; running is the vocabulary's word for it.
 RETRY = (
@@ -216,7 +213,7 @@ class _Worker(threading.Thread):
         )
 
     def cancel(self, conn: psycopg.Connection[Any], job: int, jobspec_id: str) -> None:
-        self.timed("cancel", conn, CANCEL, (job,))
+        self.timed("cancel", conn, RUNNER_CANCEL, (job,))
 
     def retry(self, conn: psycopg.Connection[Any], job: int, jobspec_id: str) -> None:
         row = conn.execute(

@@ -32,6 +32,7 @@ from factories import (
     writer_region,
 )
 from helpers import (
+    NOTHING_APPLIED,
     RUNNER_CANCEL,
     anomaly_kinds,
     apply,
@@ -400,6 +401,31 @@ def locked_execution_ids(conn: psycopg.Connection[Any], job_id: int) -> set[int]
     return every - free
 
 
+def start_runner_cancel(
+    db: psycopg.Connection[Any],
+    connect: Callable[..., psycopg.Connection[Any]],
+    job_id: int,
+    errors: list[BaseException],
+) -> threading.Thread:
+    """Start the runner's cancel of *job_id* in a thread, on an autocommit connection of its
+    own that visits rows in heap order (planner settings only, not a mirror switch), and
+    return once it waits for a lock or is done; its error goes to *errors*."""
+    runner = connect()
+    runner.execute("SET enable_indexscan = off")
+    runner.execute("SET enable_bitmapscan = off")
+
+    def cancel() -> None:
+        try:
+            runner.execute(RUNNER_CANCEL, (job_id,))
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=cancel)
+    thread.start()
+    wait_blocked_or_done(db, runner.info.backend_pid, thread)
+    return thread
+
+
 def test_executions_mirror_claim_runner_cancel_racing_record_pair_reaches_no_deadlock(db, connect):
     """The runner's cancel holding executions row locks while a writer's record_pair needs one
     of them (READ COMMITTED; 4 running mirrored rows, heap order US m1, US m2, EU m1, EU m2):
@@ -419,18 +445,8 @@ def test_executions_mirror_claim_runner_cancel_racing_record_pair_reaches_no_dea
     record_running(db, eu, ("m1", "q1"), ("m2", "q1"))
     ids = {(r["region"], r["model_id"]): r["id"] for r in job_rows(db, job_id)}
     w1, w2 = tx_connection(connect), tx_connection(connect)
-    runner = connect()  # autocommit: each runner statement is its own transaction
-    # Planner settings only (not a mirror switch): the cancel visits rows in heap order.
-    runner.execute("SET enable_indexscan = off")
-    runner.execute("SET enable_bitmapscan = off")
     observer = connect(autocommit=False)
     errors: list[BaseException] = []
-
-    def cancel() -> None:
-        try:
-            runner.execute(RUNNER_CANCEL, (job_id,))
-        except BaseException as exc:
-            errors.append(exc)
 
     def record_us() -> None:
         try:
@@ -441,9 +457,7 @@ def test_executions_mirror_claim_runner_cancel_racing_record_pair_reaches_no_dea
             w2.rollback()
 
     record(w1, eu, "m2", "q1")
-    t_cancel = threading.Thread(target=cancel)
-    t_cancel.start()
-    wait_blocked_or_done(db, runner.info.backend_pid, t_cancel)
+    t_cancel = start_runner_cancel(db, connect, job_id, errors)
     # Precondition: the cancel holds US m1 while it waits for W1's row.
     assert ids[("US", "m1")] in locked_execution_ids(observer, job_id)
     t_record = threading.Thread(target=record_us)
@@ -500,23 +514,11 @@ def test_executions_mirror_claim_runner_cancel_racing_two_pair_writer_transactio
         for r in db.execute("SELECT id FROM executions WHERE job_id = %s ORDER BY ctid", (job_id,))
     ] == [ids["m2"], ids["m1"]]
     w = tx_connection(connect)
-    runner = connect()  # autocommit, as the runner's statements are
-    # Planner settings only (not a mirror switch): the cancel visits rows in heap order.
-    runner.execute("SET enable_indexscan = off")
-    runner.execute("SET enable_bitmapscan = off")
     observer = connect(autocommit=False)
     errors: list[BaseException] = []
 
-    def cancel() -> None:
-        try:
-            runner.execute(RUNNER_CANCEL, (job_id,))
-        except BaseException as exc:
-            errors.append(exc)
-
     record(w, rid, "m1", "q1")
-    t_cancel = threading.Thread(target=cancel)
-    t_cancel.start()
-    wait_blocked_or_done(db, runner.info.backend_pid, t_cancel)
+    t_cancel = start_runner_cancel(db, connect, job_id, errors)
     assert ids["m2"] in locked_execution_ids(observer, job_id)  # the cancel holds r2
     try:
         record(w, rid, "m2", "q1")
@@ -561,19 +563,9 @@ def test_region_results_mirror_finish_region_racing_runner_cancel_reaches_no_dea
     assert [r[0] for r in heap] == [ids["m2"], ids["m3"], ids["m1"]]
     holder = connect(autocommit=False)
     holder.execute("SELECT 1 FROM executions WHERE id = %s FOR UPDATE", (ids["m3"],))
-    runner = connect()  # autocommit, as the runner's statements are
-    # Planner settings only (not a mirror switch): the cancel visits rows in heap order.
-    runner.execute("SET enable_indexscan = off")
-    runner.execute("SET enable_bitmapscan = off")
     writer_conn = connect()
     observer = connect(autocommit=False)
     errors: list[BaseException] = []
-
-    def cancel() -> None:
-        try:
-            runner.execute(RUNNER_CANCEL, (job_id,))
-        except BaseException as exc:
-            errors.append(exc)
 
     def finish() -> None:
         try:
@@ -581,9 +573,7 @@ def test_region_results_mirror_finish_region_racing_runner_cancel_reaches_no_dea
         except BaseException as exc:
             errors.append(exc)
 
-    t_cancel = threading.Thread(target=cancel)
-    t_cancel.start()
-    wait_blocked_or_done(db, runner.info.backend_pid, t_cancel)
+    t_cancel = start_runner_cancel(db, connect, job_id, errors)
     assert locked_execution_ids(observer, job_id) == {ids["m2"], ids["m3"]}
     t_finish = threading.Thread(target=finish)
     t_finish.start()
@@ -737,16 +727,7 @@ def test_region_results_mirror_apply_rerun_on_unchanged_data_changes_nothing(db)
     ).fetchall()
     for rid in [*run.region_result_ids.values(), *legacy.region_result_ids.values()]:
         counts = apply(db, rid)
-        assert counts == {
-            "inserted": 0,
-            "updated": 0,
-            "deleted": 0,
-            "detached": 0,
-            "left_to_direct": 0,
-            "anomalies": 0,
-            "states": 0,
-            "deferred": 0,
-        }
+        assert counts == NOTHING_APPLIED
     assert sequence_state(db) == seq
     assert executions_xmins(db) == xmins
     assert (

@@ -465,14 +465,13 @@ def test_sigkill_then_rerun_resumes_and_is_exact(db: Any, dsn: str) -> None:
     assert verify.verify(db).exit_code == 0
 
 
-def test_sigkill_inside_a_batch_transaction_leaves_nothing_half_done(
+def backfill_waiting_mid_batch(
     db: Any, dsn: str, connect: Any
-) -> None:
-    """SIGKILL while a batch transaction is open (the backfill waits inside it for a
-    (job_id, region) lock a writer holds): the batch is rolled back whole; the rerun resumes
-    from the last saved batch and the result is exact, without duplicates."""
-    write_bulk_legacy(db, "midkill", 30)
-    total = region_result_count(db)
+) -> tuple[list[dict[str, Any]], psycopg.Connection[Any], subprocess.Popen[str]]:
+    """Start `beaconsql backfill --batch-size 5` as a process while another connection holds
+    the (job_id, region) lock of the middle region result, and return once the backfill waits
+    for it inside a batch transaction: (the region results in key order, the holder, the
+    process)."""
     ordered = fetch(
         db,
         "SELECT i.region_result_id AS id, i.job_id, i.region "
@@ -482,15 +481,27 @@ def test_sigkill_inside_a_batch_transaction_leaves_nothing_half_done(
     holder = connect(autocommit=False)
     hold_mirror_lock(holder, target["job_id"], target["region"], target["id"])
     proc = cli_process(["backfill", "--dsn", dsn, "--batch-size", "5"])
+    deadline = time.monotonic() + 60
+    while not waiting_backends(db):
+        if proc.poll() is not None or time.monotonic() >= deadline:
+            proc.kill()
+            raise AssertionError(proc.communicate())
+        time.sleep(0.005)
+    return ordered, holder, proc
+
+
+def test_sigkill_inside_a_batch_transaction_leaves_nothing_half_done(
+    db: Any, dsn: str, connect: Any
+) -> None:
+    """SIGKILL while a batch transaction is open (the backfill waits inside it for a
+    (job_id, region) lock a writer holds): the batch is rolled back whole; the rerun resumes
+    from the last saved batch and the result is exact, without duplicates."""
+    write_bulk_legacy(db, "midkill", 30)
+    total = region_result_count(db)
+    ordered, holder, proc = backfill_waiting_mid_batch(db, dsn, connect)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-            if waiting_backends(db):
-                break
-            time.sleep(0.005)
-    finally:
         proc.send_signal(signal.SIGKILL)
+    finally:
         proc.communicate(timeout=30)
     holder.rollback()
     killed = last_run(db)
@@ -596,22 +607,8 @@ def test_double_ctrl_c_mid_batch_leaves_an_interrupted_run_that_status_reports(
     resumes it and completes."""
     write_bulk_legacy(db, "ctrlc", 20)
     total = region_result_count(db)
-    ordered = fetch(
-        db,
-        "SELECT i.region_result_id AS id, i.job_id, i.region "
-        "FROM region_results_mirror_inputs i ORDER BY 1",
-    )
-    target = ordered[len(ordered) // 2]
-    holder = connect(autocommit=False)
-    hold_mirror_lock(holder, target["job_id"], target["region"], target["id"])
-    proc = cli_process(["backfill", "--dsn", dsn, "--batch-size", "5"])
+    ordered, holder, proc = backfill_waiting_mid_batch(db, dsn, connect)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-            if waiting_backends(db):
-                break
-            time.sleep(0.005)
         proc.send_signal(signal.SIGINT)
         time.sleep(0.2)
         proc.send_signal(signal.SIGINT)

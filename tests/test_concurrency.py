@@ -22,6 +22,7 @@ import pytest
 import stress
 from factories import make_direct_execution, record, record_running, small_spec, unique_jobspec_id
 from helpers import (
+    RUNNER_CANCEL,
     T0,
     assert_no_constraint_violation,
     assert_one_row_per_key_of_job,
@@ -39,10 +40,6 @@ from beaconsql import backfill, seed, verify, writer
 # Runs per writer of the load tests (500 for the full size: more than 90 s a variant on a
 # small machine).
 LOAD_RUNS = int(os.environ.get("BEACONSQL_LOAD_RUNS", "150"))
-CANCEL = (
-    "UPDATE executions SET status = 'cancelled' WHERE job_id = %s "
-    "AND status IN ('pending', 'running')"
-)
 
 
 class Background(threading.Thread):
@@ -114,7 +111,7 @@ def test_two_runner_cancels_of_one_job_never_wait_forever(db, dsn, connect):
     db.execute("VACUUM executions")
     holder = connect(autocommit=False)
     holder.execute("SELECT 1 FROM executions WHERE id = %s FOR UPDATE", (m3,))
-    a = Background(dsn, lambda conn: conn.execute(CANCEL, (job,)))
+    a = Background(dsn, lambda conn: conn.execute(RUNNER_CANCEL, (job,)))
     a.start()
     a.join(5)  # it does not wait for M3, which the holder keeps
     assert not a.is_alive() and a.error is None
@@ -123,7 +120,7 @@ def test_two_runner_cancels_of_one_job_never_wait_forever(db, dsn, connect):
     ).fetchone() == (None,)  # M3 deferred: r3 is not mirrored until applied again
     m2_region = writer.start_region(db, run, "US", provider_id="p", started_at=T0)
     record_running(db, m2_region, ("m1", "q1"))  # M2
-    b = Background(dsn, lambda conn: conn.execute(CANCEL, (job,)))
+    b = Background(dsn, lambda conn: conn.execute(RUNNER_CANCEL, (job,)))
     b.start()
     b.join(5)
     assert not b.is_alive() and b.error is None

@@ -28,6 +28,7 @@ from factories import (
     unique_jobspec_id,
 )
 from helpers import (
+    NOTHING_APPLIED,
     T0,
     anomaly_kinds,
     apply,
@@ -783,16 +784,7 @@ def test_region_results_mirror_property_materialised_rows_equal_the_rule(
 
     seq, xmins = sequence_state(db), executions_xmins(db)
     counts = apply(db, rr["id"])
-    assert counts == {
-        "inserted": 0,
-        "updated": 0,
-        "deleted": 0,
-        "detached": 0,
-        "left_to_direct": 0,
-        "anomalies": 0,
-        "states": 0,
-        "deferred": 0,
-    }
+    assert counts == NOTHING_APPLIED
     assert sequence_state(db) == seq
     assert executions_xmins(db) == xmins
 

@@ -27,6 +27,7 @@ import pytest
 from click.testing import CliRunner
 from conftest import dsn_of
 from factories import make_run
+from helpers import curl
 from psycopg import sql
 
 from beaconsql import migration, portal, seed, writer
@@ -68,15 +69,6 @@ def seeded(db: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
 def served(seeded: psycopg.Connection[Any], dsn: str) -> Iterator[str]:
     with serve_app.serving(settings(dsn)) as url:
         yield url
-
-
-def curl(url: str) -> tuple[int, Any]:
-    """GET *url* with curl; return (status, parsed JSON body)."""
-    out = subprocess.run(
-        ["curl", "-sS", "-w", "\n%{http_code}", url], check=True, capture_output=True, text=True
-    ).stdout
-    body, _, status = out.rpartition("\n")
-    return int(status), json.loads(body)
 
 
 # --------------------------------------------------------------------------------------------

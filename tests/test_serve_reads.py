@@ -8,9 +8,7 @@ One database and one server for the module (its tests only read), requested with
 
 from __future__ import annotations
 
-import json
 import re
-import subprocess
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -18,8 +16,9 @@ from urllib.parse import quote
 
 import psycopg
 import pytest
+from conftest import dsn_of
 from factories import Reads, write_reads
-from helpers import cloned_database
+from helpers import cloned_database, curl
 from psycopg import sql
 
 from beaconsql import portal, roles, seed
@@ -40,27 +39,11 @@ def reads(reads_db: psycopg.Connection[Any]) -> Reads:
     return write_reads(reads_db)
 
 
-def dsn_of(conn: psycopg.Connection[Any], user: str | None = None) -> str:
-    info = conn.info
-    return psycopg.conninfo.make_conninfo(
-        host=info.host, port=str(info.port), user=user or info.user, dbname=info.dbname
-    )
-
-
 @pytest.fixture(scope="module")
 def served(reads_db: psycopg.Connection[Any], reads: Reads) -> Iterator[str]:
     settings = serve_app.Settings(dsn=dsn_of(reads_db), share_seconds=0, pool_wait_seconds=1.0)
     with serve_app.serving(settings) as url:
         yield url
-
-
-def curl(url: str) -> tuple[int, Any]:
-    """GET *url* with curl; return (status, parsed JSON body)."""
-    out = subprocess.run(
-        ["curl", "-sS", "-w", "\n%{http_code}", url], check=True, capture_output=True, text=True
-    ).stdout
-    body, _, status = out.rpartition("\n")
-    return int(status), json.loads(body)
 
 
 def without(answer: dict[str, Any], key: str) -> dict[str, Any]:
