@@ -119,6 +119,11 @@ CROSS JOIN LATERAL region_results_mirror_rows(i.region_result, i.job_id, i.jobsp
                                               i.job_status) f
 WHERE f.stored;
 
+-- name: view_read
+-- The view's rows of one job, read from the view itself: what executions_unified_of_job plans
+-- once per connection (its planning time is reported beside the portal read's).
+SELECT * FROM executions_unified WHERE jobspec_id = %(jobspec_id)s;
+
 -- name: direct_read
 -- The runner's own read (runner-app.md section 3.1): executions joined to jobs, newest first.
 SELECT e.id, j.jobspec_id, e.status, e.region, e.provider_id, e.started_at, e.completed_at,

@@ -400,7 +400,7 @@ _SCOPED_READS: tuple[
         "portal_view_vs_direct",
         "executions",
         "direct_read",
-        lambda rng, ids: {"jobspec_id": _job(rng), "limit": None, "offset": 0},
+        lambda rng, ids: _job_read(rng),
     ),
     (
         "portal_job_page_vs_direct",
@@ -432,6 +432,10 @@ _PORTAL_JOBS = 50_000
 
 def _job(rng: random.Random) -> str:
     return f"{rng.choice(('writer-', 'runner-'))}{rng.randint(1, _PORTAL_JOBS // 2)}"
+
+
+def _job_read(rng: random.Random) -> dict[str, Any]:
+    return {"jobspec_id": _job(rng), "limit": None, "offset": 0}
 
 
 def _planning_ms(conn: psycopg.Connection[Any], sql: str, params: dict[str, Any]) -> float:
@@ -496,6 +500,24 @@ def portal_read(server: str, results: Results, *, jobs: int = _PORTAL_JOBS) -> N
             "ms",
             target="<= 1",
             direct_ms=_planning_ms(conn, q["direct_read"], job_read),
+            view_ms=_planning_ms(conn, q["view_read"], job_read),
+        )
+        # what the function plans once per connection, and what that costs a connection
+        plan = conn.execute(f"EXPLAIN (ANALYZE, COSTS OFF) {q['view_read']}", job_read)
+        results.plans["executions_unified_of_job"] = "\n".join(r[0] for r in plan.fetchall())
+        first, second = [], []
+        for params in [_job_read(rng) for _ in range(20)]:
+            with psycopg.connect(dsn, autocommit=True) as fresh:
+                for times in (first, second):
+                    with timer() as elapsed:
+                        fresh.execute(portal_query(), params, prepare=False).fetchall()
+                    times.append(elapsed())
+        results.figure(
+            "portal_job_read_first_on_a_connection_ms",
+            1000 * median(first),
+            "ms",
+            then_ms=round(1000 * median(second), 3),
+            share="the first read of a connection plans the view once (the function keeps it)",
         )
         _whole_view_reads(conn, results)
 

@@ -55,7 +55,8 @@ FROM (VALUES
     (18, '0003', 'relation', 'executions_unified', false),
     (19, '0004', 'relation', 'region_results_backfill_runs', false),
     (20, '0005', 'relation', 'region_results_verify_runs', false),
-    (21, '0005', 'function', 'serve_metrics', false)
+    (21, '0005', 'function', 'serve_metrics', false),
+    (22, '0006', 'function', 'executions_unified_of_job', false)
 ) AS o(position, revision, kind, name, runner)
 ORDER BY o.position;
 
