@@ -1091,3 +1091,32 @@ def test_scale_20k_legacy_region_results_in_bounded_batches(db: Any, dsn: str) -
     )
     report = verify.verify(db)
     assert report.exit_code == 0 and report.examined == total
+
+
+def test_backfill_from_empty_keeps_the_statistics_to_the_order_of_magnitude(
+    db: Any, dsn: str
+) -> None:
+    """A backfill that fills executions from empty ANALYZEs it as it grows (the mirror's cached
+    plans are built from its statistics), a few times, not once a batch: afterwards the
+    planner's row count is within ANALYZE_GROWTH of the truth."""
+    write_bulk_legacy(db, "stats", 1_000)
+    db.execute("ANALYZE executions")
+
+    def manual_analyzes() -> int:
+        row = db.execute(
+            "SELECT analyze_count FROM pg_stat_user_tables WHERE relid = 'executions'::regclass"
+        ).fetchone()
+        assert row is not None
+        return int(row[0])
+
+    before = manual_analyzes()
+    summary = run_backfill(dsn, batch_size=100)
+    assert summary.complete and summary.batches >= 20
+    db.execute("SELECT pg_stat_clear_snapshot()")
+    analyzes = manual_analyzes() - before
+    assert 1 <= analyzes <= 3, analyzes
+    estimate = db.execute(
+        "SELECT reltuples FROM pg_class WHERE oid = 'executions'::regclass"
+    ).fetchone()
+    assert estimate is not None
+    assert estimate[0] * backfill.ANALYZE_GROWTH >= summary.inserted, (estimate, summary.inserted)
