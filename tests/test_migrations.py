@@ -12,6 +12,7 @@ here with a MigrationContext built on beaconsql's alembic config and a SQLAlchem
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -1586,3 +1587,21 @@ def test_upgrade_from_0001_to_head_under_writer_load_blocks_no_writer_beyond_loc
     ).fetchall()
     assert len(per_job) == sum(runs_done)
     assert {(d, m) for _, d, m in per_job} == {(1, 7)}
+
+
+def test_the_sql_files_of_released_revisions_are_as_released() -> None:
+    """SPEC "Release": from 0.1.0 on, a SQL file that a released revision runs is never edited
+    (a database already upgraded would never see the edit); a change is a new file version and
+    a new revision. sql/released.sha256 holds each such file's hash as released."""
+    listed = [
+        line.split(maxsplit=1)
+        for line in (REPO / "sql" / "released.sha256").read_text().splitlines()
+        if line and not line.startswith("#")
+    ]
+    assert len(listed) >= 30
+    edited = [
+        path
+        for digest, path in listed
+        if hashlib.sha256((REPO / "sql" / path).read_bytes()).hexdigest() != digest
+    ]
+    assert edited == [], f"released SQL files edited: {edited}; add a new version instead"

@@ -52,18 +52,6 @@ AS $$
            )::public.executions_unified_rank
 $$;
 
--- executions_unified_stored_rank(e, direct): the rank of executions row e, a direct row (or
--- kept as one) or a mirrored one.
-CREATE OR REPLACE FUNCTION public.executions_unified_stored_rank(e public.executions,
-                                                                direct boolean)
-RETURNS public.executions_unified_rank
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-AS $$
-    SELECT public.executions_unified_rank(
-        direct, e.mirror_evidence, false, e.status, e.completed_at, e.created_at,
-        CASE WHEN NOT direct THEN e.mirror_region_result_id END, e.id)
-$$;
-
 -- executions_unified_rows: every executions row, with its job's jobspec_id and what the view
 -- needs to rank it. direct: a direct row, or a mirrored row whose region result was deleted
 -- while triggers were skipped and which the transparency log references (the mirror keeps
@@ -72,7 +60,9 @@ CREATE OR REPLACE VIEW public.executions_unified_rows AS
 SELECT e.*,
        j.jobspec_id,
        k.direct,
-       public.executions_unified_stored_rank(e, k.direct) AS rank
+       public.executions_unified_rank(
+           k.direct, e.mirror_evidence, false, e.status, e.completed_at, e.created_at,
+           CASE WHEN NOT k.direct THEN e.mirror_region_result_id END, e.id) AS rank
 FROM public.executions e
 LEFT JOIN public.jobs j ON j.id = e.job_id
 CROSS JOIN LATERAL (
@@ -230,7 +220,11 @@ FROM (
            e.last_retry_at::timestamptz, e.retry_history::jsonb
     FROM public.region_results_mirror_inputs i
     JOIN public.executions e ON e.mirror_region_result_id = i.region_result_id
-    CROSS JOIN LATERAL (SELECT public.executions_unified_stored_rank(e, false) AS rank) k
+    CROSS JOIN LATERAL (
+        SELECT public.executions_unified_rank(
+                   false, e.mirror_evidence, false, e.status, e.completed_at, e.created_at,
+                   e.mirror_region_result_id, e.id) AS rank
+    ) k
     WHERE i.mirrored
       -- (a row without a job is alone in its key)
       AND NOT EXISTS (

@@ -86,9 +86,10 @@ BEGIN
        OR v.started_at IS NULL THEN
         RETURN false;
     END IF;
-    SELECT i.job_id, i.job_fingerprint INTO job, fingerprint
-    FROM public.region_results_mirror_inputs i
-    WHERE i.region_result_id = new_row.id;
+    SELECT j.id, public.jobs_mirror_fingerprint(j.id, j.jobspec_data) INTO job, fingerprint
+    FROM public.cross_region_executions x
+    LEFT JOIN public.jobs j ON j.jobspec_id = x.jobspec_id
+    WHERE x.id = new_row.cross_region_execution_id;
     row := ROW(job, new_row.cross_region_execution_id, new_row.region,
                coalesce(new_row.provider_id, ''), v.model_id, v.question_id, v.status,
                v.started_at, v.completed_at, v.started_at, v.output_data, v.receipt_data,
