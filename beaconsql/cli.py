@@ -33,7 +33,7 @@ from beaconsql import backfill as backfill_module
 from beaconsql import demo as demo_module
 from beaconsql import status as status_module
 from beaconsql import verify as verify_module
-from beaconsql.errors import BeaconsqlError
+from beaconsql.errors import BeaconsqlError, InvalidArgumentError
 
 F = TypeVar("F", bound=Callable[..., Any])
 DEMO_SERVE_PORT = 8000
@@ -212,6 +212,25 @@ class JobspecId(click.ParamType):  # type: ignore[type-arg]  # generic from clic
         except UnicodeEncodeError:
             self.fail(f"{text.encode('utf-8', 'surrogateescape')!r} is not valid UTF-8", param, ctx)
         return text
+
+
+class ExecutionId(click.ParamType):  # type: ignore[type-arg]  # generic from click 8.2
+    """An execution id as the runner's routes take it (portal.parse_execution_id: ASCII
+    decimal digits, no spaces or underscores), and positive: ids start at 1."""
+
+    name = "ID"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            number = value
+        else:
+            try:
+                number = portal.parse_execution_id(str(value))
+            except InvalidArgumentError as exc:
+                self.fail(str(exc), param, ctx)
+        if number < 1:
+            self.fail(f"{value!r} is not an execution id: they start at 1", param, ctx)
+        return number
 
 
 class IsoTimestamp(click.ParamType):  # type: ignore[type-arg]  # generic from click 8.2
@@ -611,7 +630,7 @@ def executions_command(
     )
 )
 @dsn_option
-@click.argument("execution_id", metavar="ID", type=click.IntRange(1, BIGINT_MAX))
+@click.argument("execution_id", metavar="ID", type=ExecutionId())
 @click.option(
     "--receipt",
     is_flag=True,

@@ -22,10 +22,13 @@ beaconsql serves reads, and a constant would pass for a measurement.
 
 Rows the view derives for a region result that is not mirrored yet have ``"id": null``. JSON
 is decoded by :func:`decode_json` (any depth), times are formatted from naive UTC: no value a
-row can hold makes a read fail (SPEC "Values a client cannot read").
-Directly, psycopg's prepared statements make a repeated read several times faster (planning
-the view is most of its cost); through a pooler they are turned off
-(:func:`beaconsql.db.adapt_to_pooler`).
+row can hold makes a read fail (SPEC "Values a client cannot read"). A job, model or question id
+holding U+0000, which no PostgreSQL text can hold, raises InvalidArgumentError.
+
+The reads of one job or one execution select through ``executions_unified_of_job`` and
+``executions_unified_of_execution``, whose plan of the view each connection keeps: planning the
+view is most of an unprepared read's cost, and through a pooler psycopg's prepared statements
+are turned off (:func:`beaconsql.db.adapt_to_pooler`).
 """
 
 from __future__ import annotations
@@ -163,9 +166,20 @@ def _require_page(limit: int | None, offset: int) -> None:
         raise InvalidArgumentError(f"offset must be within 0..{BIGINT_MAX}, got {offset}")
 
 
+def require_text(params: Mapping[str, Any]) -> None:
+    """A text parameter with U+0000 names nothing: PostgreSQL text cannot hold it."""
+    for name, value in params.items():
+        if isinstance(value, str) and "\x00" in value:
+            raise InvalidArgumentError(
+                f"{name} contains U+0000 (NUL), which no PostgreSQL text can hold: "
+                "no job, model or question has it"
+            )
+
+
 def _rows(
     conn: psycopg.Connection[Any], name: str, params: Mapping[str, Any]
 ) -> list[ExecutionRow]:
+    require_text(params)
     db.adapt_to_pooler(conn)
     with conn.cursor(row_factory=class_row(ExecutionRow)) as cur:
         return cur.execute(queries()[name], params).fetchall()
@@ -288,6 +302,7 @@ def job_with_executions(
     ``status`` are null for an unknown job. *limit* is 1..200 (runner-app.md section 3.2)."""
     if not 1 <= limit <= PAGE_LIMIT_MAX:
         raise InvalidArgumentError(f"limit must be within 1..{PAGE_LIMIT_MAX}, got {limit}")
+    require_text({"jobspec_id": jobspec_id})
     db.adapt_to_pooler(conn)
     job = conn.execute(queries()["job"], {"jobspec_id": jobspec_id}).fetchone()
     spec: dict[str, Any] | None = None
@@ -389,6 +404,20 @@ def _page(conn: psycopg.Connection[Any], limit: int, offset: int) -> list[Execut
             break
         jobs *= WINDOW_GROWTH
     return _rows(conn, "executions_page", {"since": since, "limit": limit, "offset": offset})
+
+
+# What the runner's strconv.ParseInt(id, 10, 64) takes: an optional sign, ASCII decimal digits.
+_EXECUTION_ID = re.compile(r"[+-]?[0-9]+")
+
+
+def parse_execution_id(text: str) -> int:
+    """Parse an execution id as the runner does (a 64-bit decimal integer: no spaces,
+    underscores or other digits than 0-9); raise InvalidArgumentError (the runner's 400,
+    "Invalid execution ID") otherwise."""
+    value = int(text, 10) if _EXECUTION_ID.fullmatch(text) else None
+    if value is None or not -BIGINT_MAX - 1 <= value <= BIGINT_MAX:
+        raise InvalidArgumentError(f"invalid execution id {text[:40]!r}: a 64-bit integer")
+    return value
 
 
 def _require_execution_id(execution_id: int) -> None:
@@ -792,6 +821,7 @@ def progress(conn: psycopg.Connection[Any], jobspec_id: str) -> Progress:
     models × questions, never less than the rows shown; done = completed + failed + cancelled.
     An unknown job gives an empty progress (expected 0).
     """
+    require_text({"jobspec_id": jobspec_id})
     db.adapt_to_pooler(conn)
     job = conn.execute(queries()["job"], {"jobspec_id": jobspec_id}).fetchone()
     dims = conn.execute(queries()["progress_dimensions"], {"jobspec_id": jobspec_id}).fetchone()

@@ -612,6 +612,10 @@ BAD_USAGE = [
     ["execution", "abc"],
     ["execution", "0"],
     ["execution", "-1"],
+    # what Python's int() takes but the runner's routes do not
+    ["execution", "1_0"],
+    ["execution", " 29"],
+    ["execution", "\u0662\u0669"],
     ["execution", "1.5"],
     ["execution", "99999999999999999999"],
     ["execution", "1", "--receipt", "--bias-score"],
@@ -845,7 +849,7 @@ def test_stamped_head_without_the_mirror_is_described_then_repaired(empty_db):
         "revisions up to it (0002: 8 objects, e.g. executions.mirror_region_result_id, "
         "executions.mirror_evidence; 0003: executions_unified; 0004: "
         "region_results_backfill_runs; 0005: region_results_verify_runs, serve_metrics; 0006: "
-        "executions_unified_of_job); its "
+        "executions_unified_of_job, executions_unified_of_execution); its "
         "objects are those of 0001. Run `beaconsql "
         "upgrade`: it re-stamps at 0001 and runs the revisions after it again (each is safe "
         "to rerun).",

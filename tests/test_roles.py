@@ -581,6 +581,33 @@ def test_view_and_portal_reads_unaffected_by_shadowing_functions(db):
     assert got_progress == expected_progress
 
 
+def test_scoped_reads_unaffected_by_planted_overloads(db):
+    """Repro: a role that may CREATE in schema public (PUBLIC may, on a database created before
+    PostgreSQL 15) creates public.executions_unified_of_execution(integer) and (smallint)
+    returning a forged row; psycopg sends a small Python int as smallint, so a call without a
+    cast resolved to the planted function and ran it with the reader's rights."""
+    seed.record_with_writer(db, seed.jobspec())
+    row = db.execute(
+        "SELECT execution_id FROM executions_unified WHERE execution_id IS NOT NULL LIMIT 1"
+    ).fetchone()
+    assert row is not None and row[0] < 32768
+    expected = portal.execution_details(db, row[0])
+    expected_all = portal.executions_all(db, seed.SEED_JOBSPEC_ID)
+    # each planted function returns every row but the ones asked for
+    for name, column, types in (
+        ("executions_unified_of_execution", "execution_id", ("integer", "smallint")),
+        ("executions_unified_of_job", "jobspec_id", ("varchar", "name")),
+    ):
+        for planted in types:
+            db.execute(
+                f"CREATE FUNCTION public.{name}(p {planted}) RETURNS SETOF executions_unified "
+                f"LANGUAGE sql AS $$ SELECT * FROM executions_unified u "
+                f"WHERE u.{column} IS DISTINCT FROM p $$"
+            )
+    assert portal.execution_details(db, row[0]) == expected
+    assert portal.executions_all(db, seed.SEED_JOBSPEC_ID) == expected_all
+
+
 @pytest.mark.xfail(
     strict=True,
     reason="beaconsql.writer's statements (sql/queries/writer.sql) call functions unqualified "

@@ -159,6 +159,19 @@ def test_malformed_parameters_are_400_and_the_runners_clamps_apply(reads_db, rea
         )
     # an unknown job without model_id: the parameter first, as the runner checks it first
     assert curl(f"{api}/executions/no-such-job/cross-region")[0] == 400
+    # U+0000, which no PostgreSQL text holds, in a job, model or question id
+    for route in (
+        "api/v1/jobs/a%00b/executions/all",
+        "api/v1/jobs/a%00b?include=executions",
+        "api/v1/executions/%00/cross-region?model_id=llama3.2-1b",
+        f"api/v1/executions/{reads.direct}/cross-region?model_id=%00",
+        f"api/v1/executions/{reads.direct}/cross-region?model_id=m&question_id=q%00",
+        "api/v1/executions/%00/cross-region-diff",
+        "jobs/a%00b/progress",
+    ):
+        status, body = curl(f"{served}/{route}")
+        assert status == 400, (route, status, body)
+        assert "U+0000" in body["error"], route
 
 
 def test_deep_json_is_served(reads, served):

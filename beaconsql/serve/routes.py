@@ -13,7 +13,6 @@ parameters, by their :attr:`Param.name`.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -93,8 +92,9 @@ class Route:
 
     def path_values(self, path: Mapping[str, str]) -> dict[str, Any]:
         """Return the path parameters as the read takes them (before any read: a malformed
-        execution id raises InvalidArgumentError)."""
-        return {k: execution_id(v) if k in self.ids else v for k, v in path.items()}
+        execution id, or U+0000 in a job id, raises InvalidArgumentError)."""
+        portal.require_text(path)
+        return {k: portal.parse_execution_id(v) if k in self.ids else v for k, v in path.items()}
 
     def run(
         self, conn: psycopg.Connection[Any], path: Mapping[str, Any], query: Mapping[str, Any]
@@ -103,19 +103,6 @@ class Route:
         if self.known is not None and not job_known(conn, str(path[self.known])):
             raise NotFoundError("job not found")
         return self.read(conn, **path, **query)
-
-
-# What the runner's strconv.ParseInt(id, 10, 64) takes: an optional sign, decimal digits.
-_EXECUTION_ID = re.compile(r"[+-]?[0-9]+")
-
-
-def execution_id(text: str) -> int:
-    """Parse an execution id of a path as the runner does (a 64-bit decimal integer); raise
-    InvalidArgumentError (400, the runner's "Invalid execution ID") otherwise."""
-    value = int(text, 10) if _EXECUTION_ID.fullmatch(text) else None
-    if value is None or not -portal.BIGINT_MAX - 1 <= value <= portal.BIGINT_MAX:
-        raise InvalidArgumentError(f"invalid execution id {text[:40]!r}: a 64-bit integer")
-    return value
 
 
 def job_known(conn: psycopg.Connection[Any], jobspec_id: str) -> bool:

@@ -56,7 +56,8 @@ FROM (VALUES
     (19, '0004', 'relation', 'region_results_backfill_runs', false),
     (20, '0005', 'relation', 'region_results_verify_runs', false),
     (21, '0005', 'function', 'serve_metrics', false),
-    (22, '0006', 'function', 'executions_unified_of_job', false)
+    (22, '0006', 'function', 'executions_unified_of_job', false),
+    (23, '0006', 'function', 'executions_unified_of_execution', false)
 ) AS o(position, revision, kind, name, runner)
 ORDER BY o.position;
 

@@ -37,7 +37,7 @@ WHERE j.jobspec_id = %(jobspec_id)s;
 -- newest first (created_at DESC as the runner orders it, NULLs first; then execution_id DESC
 -- NULLS LAST, region, model, question), optionally paged (LIMIT NULL means all).
 SELECT {execution_columns}
-FROM public.executions_unified_of_job(%(jobspec_id)s) u
+FROM public.executions_unified_of_job(%(jobspec_id)s::text) u
 ORDER BY u.created_at DESC, u.execution_id DESC NULLS LAST, u.region, u.model_id, u.question_id
 LIMIT %(limit)s OFFSET %(offset)s;
 
@@ -78,27 +78,27 @@ SELECT count(*) FROM public.executions_unified;
 -- GET /api/v1/executions/{id}/details: the row the view shows with this execution id; none
 -- when the id is unknown or its row is hidden by a better candidate of its key.
 SELECT {execution_columns}
-FROM public.executions_unified_of_execution(%(execution_id)s) u;
+FROM public.executions_unified_of_execution(%(execution_id)s::bigint) u;
 
 -- name: execution_receipt
 -- GET /api/v1/executions/{id}/receipt: the receipt of the row the view shows with this id
 -- (NULL when it has none; no row when the id is unknown or hidden).
 SELECT u.receipt_data::text AS receipt_json
-FROM public.executions_unified_of_execution(%(execution_id)s) u;
+FROM public.executions_unified_of_execution(%(execution_id)s::bigint) u;
 
 -- name: execution_bias_score
 -- GET /api/v1/executions/{id}/bias-score: output_data's bias_score of the row the view shows
 -- with this id (NULL when its output is not an object holding one; no row when the id is
 -- unknown or hidden).
 SELECT (u.output_data -> 'bias_score')::text AS bias_score_json
-FROM public.executions_unified_of_execution(%(execution_id)s) u;
+FROM public.executions_unified_of_execution(%(execution_id)s::bigint) u;
 
 -- name: cross_region
 -- GET /api/v1/executions/{jobId}/cross-region?model_id=: the newest row per region of one
 -- job and model (the runner orders by region, created_at DESC and keeps the first per region).
 SELECT DISTINCT ON (u.region)
        {execution_columns}
-FROM public.executions_unified_of_job(%(jobspec_id)s) u
+FROM public.executions_unified_of_job(%(jobspec_id)s::text) u
 WHERE u.model_id = %(model_id)s
 ORDER BY u.region, u.created_at DESC NULLS LAST, u.execution_id DESC NULLS LAST, u.question_id;
 
@@ -106,7 +106,7 @@ ORDER BY u.region, u.created_at DESC NULLS LAST, u.execution_id DESC NULLS LAST,
 -- The same with &question_id=: the newest row per region of one job, model and question.
 SELECT DISTINCT ON (u.region)
        {execution_columns}
-FROM public.executions_unified_of_job(%(jobspec_id)s) u
+FROM public.executions_unified_of_job(%(jobspec_id)s::text) u
 WHERE u.model_id = %(model_id)s
   AND u.question_id = %(question_id)s
 ORDER BY u.region, u.created_at DESC NULLS LAST, u.execution_id DESC NULLS LAST;
@@ -115,7 +115,7 @@ ORDER BY u.region, u.created_at DESC NULLS LAST, u.execution_id DESC NULLS LAST;
 -- GET /api/v1/executions/{jobId}/cross-region-diff: the completed rows of one job, by region,
 -- newest first within a region.
 SELECT {execution_columns}
-FROM public.executions_unified_of_job(%(jobspec_id)s) u
+FROM public.executions_unified_of_job(%(jobspec_id)s::text) u
 WHERE u.status = 'completed'
 ORDER BY u.region, u.created_at DESC NULLS LAST, u.execution_id DESC NULLS LAST, u.model_id,
          u.question_id;
@@ -148,4 +148,4 @@ WHERE j.jobspec_id = %(jobspec_id)s;
 -- name: progress_rows
 -- The view's rows of one job, one per key: what progress counts.
 SELECT u.region, u.model_id, u.question_id, u.status
-FROM public.executions_unified_of_job(%(jobspec_id)s) u;
+FROM public.executions_unified_of_job(%(jobspec_id)s::text) u;
