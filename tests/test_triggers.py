@@ -276,6 +276,42 @@ def test_jobs_mirror_spec_update_of_a_field_the_rule_does_not_read_writes_nothin
     assert (sequence_state(db), executions_xmins(db)) == (seq, xmins)
 
 
+def test_region_results_update_of_only_the_type_of_malformed_executions_records_it(db):
+    """Repro (found by the rule's property test): a region result whose
+    execution_output.executions is an object, updated to a string with the same legacy answer:
+    the rule now reports "is string, not an array", and that anomaly is recorded."""
+    _, run = job_and_run(db, models=["m1"], questions=["q1"])
+    legacy = {"response": "legacy", "metadata": {"model": "m1"}}
+    rr = make_region_result(
+        db,
+        cross_region_execution_id=run["id"],
+        status="success",
+        completed_at=FINISHED_AT,
+        execution_output={"executions": {"m1": 1}, "data": legacy},
+    )
+    db.execute(
+        "UPDATE region_results SET execution_output = %s WHERE id = %s",
+        (Jsonb({"executions": "x", "data": legacy}), rr["id"]),
+    )
+    details = [
+        r[0]
+        for r in db.execute(
+            "SELECT detail FROM region_results_mirror_anomalies "
+            "WHERE region_result_id = %s AND kind = 'malformed_executions' ORDER BY detail",
+            (rr["id"],),
+        )
+    ]
+    assert details == [
+        "execution_output.executions is object, not an array",
+        "execution_output.executions is string, not an array",
+    ]
+    state = db.execute(
+        "SELECT mirrored FROM region_results_mirror_inputs WHERE region_result_id = %s",
+        (rr["id"],),
+    ).fetchone()
+    assert state == (True,)
+
+
 def test_region_results_update_of_a_field_the_rule_does_not_read_runs_no_rule(db):
     """A region result holding 10k elements (copies of one, then its own): an UPDATE of its
     metadata alone (a field the rule does not read) records the new version and derives

@@ -57,7 +57,8 @@ FROM (VALUES
     (20, '0005', 'relation', 'region_results_verify_runs', false),
     (21, '0005', 'function', 'serve_metrics', false),
     (22, '0006', 'function', 'executions_unified_of_job', false),
-    (23, '0006', 'function', 'executions_unified_of_execution', false)
+    (23, '0006', 'function', 'executions_unified_of_execution', false),
+    (24, '0007', 'function', 'region_results_mirror_output_changed', false)
 ) AS o(position, revision, kind, name, runner)
 ORDER BY o.position;
 
