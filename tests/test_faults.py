@@ -343,6 +343,16 @@ def test_backfill_connection_terminated_exits_1_and_a_rerun_completes_exactly(
     assert cli_run(["verify"], BEACONSQL_DATABASE_URL=password_dsn).returncode == 0
 
 
+def assert_rerun_completes(db: psycopg.Connection[Any], dsn: str, stored_rows: int) -> None:
+    """The same backfill command, run again, completes; executions then holds exactly the
+    rule's stored_rows, and verify finds nothing."""
+    rerun = cli_run(["backfill", "--dsn", dsn, "--json"])
+    assert rerun.returncode == 0, rerun.stderr
+    assert json.loads(rerun.stdout)["complete"] is True
+    assert assert_exact(db) == stored_rows
+    assert cli_run(["verify", "--dsn", dsn]).returncode == 0
+
+
 def test_backfill_under_a_1ms_session_statement_timeout_gives_the_next_step(
     db: psycopg.Connection[Any], dsn: str
 ) -> None:
@@ -376,11 +386,7 @@ def test_backfill_under_a_1ms_session_statement_timeout_gives_the_next_step(
             message = assert_clean_failure(other.returncode, other.stdout, other.stderr)
             assert "Next step:" in message, message
 
-    rerun = cli_run(["backfill", "--dsn", dsn, "--json"])
-    assert rerun.returncode == 0, rerun.stderr
-    assert json.loads(rerun.stdout)["complete"] is True
-    assert assert_exact(db) == bulk_stored_rows(300)
-    assert cli_run(["verify", "--dsn", dsn]).returncode == 0
+    assert_rerun_completes(db, dsn, bulk_stored_rows(300))
 
 
 def test_backfill_batch_that_times_out_is_retried_at_half_the_size_and_completes(
@@ -436,9 +442,7 @@ def test_backfill_batch_that_always_times_out_exits_1_with_the_next_step(
         "ALTER FUNCTION public.region_results_mirror_apply_orig(uuid[], text[], boolean, "
         "text[], boolean) RENAME TO region_results_mirror_apply"
     )
-    rerun = cli_run(["backfill", "--dsn", dsn])
-    assert rerun.returncode == 0, rerun.stderr
-    assert assert_exact(db) == bulk_stored_rows(10)
+    assert_rerun_completes(db, dsn, bulk_stored_rows(10))
 
 
 def test_next_step_after_a_single_region_result_batch_times_out_is_not_a_smaller_batch(
@@ -488,11 +492,7 @@ def test_backfill_disk_full_exits_1_with_the_next_step_and_a_rerun_completes_exa
     assert scalar(db, "SELECT count(*) FROM executions") == 90
 
     db.execute("DROP TRIGGER faults_disk_full ON region_results_backfill_runs")
-    rerun = cli_run(["backfill", "--dsn", dsn, "--json"])
-    assert rerun.returncode == 0, rerun.stderr
-    assert json.loads(rerun.stdout)["complete"] is True
-    assert assert_exact(db) == bulk_stored_rows(20)
-    assert cli_run(["verify", "--dsn", dsn]).returncode == 0
+    assert_rerun_completes(db, dsn, bulk_stored_rows(20))
 
 
 def test_backfill_rerun_after_disk_full_resumes_where_it_stopped(

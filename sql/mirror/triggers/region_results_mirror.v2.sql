@@ -1,15 +1,9 @@
--- Version 2 (revision 0007): what the rule reads of execution_output is told by
--- region_results_mirror_output_changed, which also compares the elements' JSON type when
--- neither version holds an array (an anomaly names it: version 1 missed such a change).
---
--- The triggers on region_results (SPEC "Follows its inputs"): each works out which region
--- results, and which of their pairs, a statement touched and hands them to apply.
--- region_results_mirror_guard (BEFORE UPDATE, row): the version an update replaces can only be
--- told mirrored before the update; when it was not, its state is cleared, so that what follows
--- re-derives the whole region result. region_results_mirror_update (AFTER UPDATE, row): an
--- append is one insert (region_results_mirror_append); a change of other fields than the rule
--- reads only records the new version; a change of some elements applies those pairs; anything
--- else re-derives. region_results_mirror_insert / _delete (AFTER, statement): apply.
+-- Version 2 of region_results_mirror_update(), the AFTER UPDATE trigger function of
+-- region_results_mirror.v1.sql (revision 0007; the guard, insert and delete functions stand as
+-- version 1 defines them): it asks region_results_mirror_output_changed whether what the rule
+-- reads of execution_output changed. Version 1 compared the legacy answer alone when neither
+-- version held an array, and so kept an anomaly naming the elements' old JSON type.
+
 -- region_results_mirror_output_changed(old_elements, new_elements, old_output, new_output):
 -- whether what the rule reads of a region result's execution_output differs between two
 -- versions: its elements (execution_output.executions) when either is an array; else their
@@ -32,32 +26,6 @@ END
 $$;
 REVOKE EXECUTE ON FUNCTION public.region_results_mirror_output_changed(jsonb, jsonb, jsonb, jsonb)
     FROM PUBLIC;
-
-CREATE OR REPLACE FUNCTION public.region_results_mirror_guard()
-RETURNS trigger
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-SET plan_cache_mode = force_generic_plan
-SET enable_seqscan = off
-AS $$
-BEGIN
-    IF EXISTS (SELECT 1 FROM public.region_results_mirror_state s
-               WHERE s.region_result_id = OLD.id
-                 AND s.r_xmin IS NOT NULL
-                 AND s.r_xmin IS DISTINCT FROM (SELECT r.xmin FROM public.region_results r
-                                                WHERE r.id = OLD.id)) THEN
-        PERFORM public.region_results_mirror_lock(ARRAY[OLD.id]);
-        UPDATE public.region_results_mirror_state s
-        SET r_xmin = NULL
-        WHERE s.region_result_id = OLD.id
-          AND s.r_xmin IS NOT NULL
-          AND s.r_xmin IS DISTINCT FROM (SELECT r.xmin FROM public.region_results r
-                                         WHERE r.id = OLD.id);
-    END IF;
-    RETURN NEW;
-END
-$$;
 
 CREATE OR REPLACE FUNCTION public.region_results_mirror_update()
 RETURNS trigger
@@ -102,43 +70,6 @@ BEGIN
         END IF;
     END IF;
     PERFORM public.region_results_mirror_apply(ARRAY[OLD.id, NEW.id], pairs);
-    RETURN NULL;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION public.region_results_mirror_insert()
-RETURNS trigger
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-SET plan_cache_mode = force_generic_plan
-SET enable_seqscan = off
-AS $$
-BEGIN
-    PERFORM public.region_results_mirror_apply(ARRAY(SELECT n.id FROM new_rows n ORDER BY n.id));
-    RETURN NULL;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION public.region_results_mirror_delete()
-RETURNS trigger
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-SET plan_cache_mode = force_generic_plan
-SET enable_seqscan = off
-AS $$
-BEGIN
-    -- The deleted region results' (job_id, region) locks too, even with no rows of their own
-    -- left: a claim that listed one of them before this delete commits then finishes first, and
-    -- what it wrote is removed here.
-    PERFORM public.region_results_mirror_apply(
-        ARRAY(SELECT o.id FROM old_rows o ORDER BY o.id),
-        lock_keys => ARRAY(
-            SELECT public.executions_mirror_lock_key(j.id, o.region::text, o.id)
-            FROM old_rows o
-            LEFT JOIN public.cross_region_executions x ON x.id = o.cross_region_execution_id
-            LEFT JOIN public.jobs j ON j.jobspec_id = x.jobspec_id));
     RETURN NULL;
 END
 $$;
