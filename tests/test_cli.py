@@ -850,7 +850,7 @@ def test_stamped_head_without_the_mirror_is_described_then_repaired(empty_db):
         "executions.mirror_evidence; 0003: executions_unified; 0004: "
         "region_results_backfill_runs; 0005: region_results_verify_runs, serve_metrics; 0006: "
         "executions_unified_of_job, executions_unified_of_execution; 0007: "
-        "region_results_mirror_output_changed); its "
+        "region_results_mirror_output_changed; 0008: executions_unified_derives); its "
         "objects are those of 0001. Run `beaconsql "
         "upgrade`: it re-stamps at 0001 and runs the revisions after it again (each is safe "
         "to rerun).",

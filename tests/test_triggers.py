@@ -312,6 +312,25 @@ def test_region_results_update_of_only_the_type_of_malformed_executions_records_
     assert state == (True,)
 
 
+def test_a_started_region_result_records_its_placeholders_anomalies_at_once(db):
+    """Repro (found by the rule's property test): a job whose model id is over 50 characters,
+    and a region result just started (no output, nothing stored): the rule reports that pair
+    as not mirrored (id_too_long), and the anomaly is recorded at the INSERT, not only once the
+    region finishes. It stays recorded through an UPDATE that changes nothing the rule reads."""
+    model_id = "m" * 51
+    _, run = job_and_run(db, models=[model_id], questions=["q1"])
+    rr = make_region_result(db, cross_region_execution_id=run["id"])
+    assert anomaly_kinds(db, rr["id"]) == ["id_too_long"]
+    db.execute(
+        "UPDATE region_results SET execution_output = execution_output WHERE id = %s",
+        (rr["id"],),
+    )
+    assert anomaly_kinds(db, rr["id"]) == ["id_too_long"]
+    assert db.execute(
+        "SELECT count(*) FROM executions_unified WHERE region_result_id = %s", (rr["id"],)
+    ).fetchone() == (0,)
+
+
 def test_region_results_update_of_a_field_the_rule_does_not_read_runs_no_rule(db):
     """A region result holding 10k elements (copies of one, then its own): an UPDATE of its
     metadata alone (a field the rule does not read) records the new version and derives

@@ -1112,6 +1112,55 @@ def test_portal_reads_reach_their_rows_through_indexes(db):
     assert set(seq_scans(explained)) <= {"region_results"}
 
 
+def test_a_job_run_many_times_is_read_in_calls_linear_in_its_runs(db):
+    """A job run 12 times in one region, each run started and finished in one transaction:
+    every key has 12 mirrored candidates. Reading the job calls the rule for none of its
+    finished, mirrored region results, probes no other region result for derived rows, and asks
+    whether a candidate outranks another once per row the view hides, at most. Version 1 of the
+    view ran the rule for each (the mirror state's `finished` stays false when a region result
+    is started and finished in one transaction) and asked every other candidate of a key:
+    here 1,200 calls of the rule, 1,188 probes for derived rows and 693 of candidates; a job
+    run 100 times took 171 s to read."""
+    runs, pairs = 12, len(seed.MODELS) * len(seed.QUESTIONS)
+    job = f"many-runs-{uuid.uuid4().hex[:8]}"
+    writer.create_job(db, seed.jobspec(job, regions=("US",)))
+    for n in range(runs):
+        started = STARTED_AT + timedelta(minutes=n)
+        with db.transaction():
+            rr = writer.start_region(
+                db, writer.start_run(db, job, regions=["US"]), "US", started_at=started
+            )
+            for model_id in seed.MODELS:
+                for question_id in seed.QUESTIONS:
+                    writer.record_pair(
+                        db,
+                        rr,
+                        model_id=model_id,
+                        question_id=question_id,
+                        status="completed",
+                        started_at=started,
+                        completed_at=started + timedelta(seconds=5),
+                        output={"response": "x"},
+                    )
+            writer.finish_region(db, rr, completed_at=started + timedelta(seconds=6))
+    newest = started + timedelta(seconds=5)
+    with db.transaction():
+        db.execute("SET LOCAL track_functions = 'all'")
+        rows = shown(db, job)
+        calls = dict(
+            db.execute(
+                "SELECT funcname, calls FROM pg_stat_xact_user_functions WHERE funcname IN "
+                "('region_results_mirror_rows', 'executions_unified_outranks', "
+                "'executions_unified_derived_outranks')"
+            ).fetchall()
+        )
+    assert len(rows) == pairs
+    assert {(r["source"], r["completed_at"]) for r in rows} == {("mirrored", newest)}
+    assert calls.get("region_results_mirror_rows", 0) == 0, calls
+    assert calls.get("executions_unified_derived_outranks", 0) == 0, calls
+    assert 0 < calls.get("executions_unified_outranks", 0) <= (runs - 1) * pairs, calls
+
+
 # --------------------------------------------------------------------------------------------
 # Privileges
 # --------------------------------------------------------------------------------------------

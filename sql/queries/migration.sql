@@ -58,7 +58,8 @@ FROM (VALUES
     (21, '0005', 'function', 'serve_metrics', false),
     (22, '0006', 'function', 'executions_unified_of_job', false),
     (23, '0006', 'function', 'executions_unified_of_execution', false),
-    (24, '0007', 'function', 'region_results_mirror_output_changed', false)
+    (24, '0007', 'function', 'region_results_mirror_output_changed', false),
+    (25, '0008', 'function', 'executions_unified_derives', false)
 ) AS o(position, revision, kind, name, runner)
 ORDER BY o.position;
 
