@@ -28,6 +28,7 @@ from factories import (
     make_job,
     make_region_result,
     make_run,
+    record,
 )
 from helpers import fetch
 from psycopg import sql
@@ -1132,15 +1133,13 @@ def test_a_job_run_many_times_is_read_in_calls_linear_in_its_runs(db):
             )
             for model_id in seed.MODELS:
                 for question_id in seed.QUESTIONS:
-                    writer.record_pair(
+                    record(
                         db,
                         rr,
-                        model_id=model_id,
-                        question_id=question_id,
-                        status="completed",
+                        model_id,
+                        question_id,
                         started_at=started,
                         completed_at=started + timedelta(seconds=5),
-                        output={"response": "x"},
                     )
             writer.finish_region(db, rr, completed_at=started + timedelta(seconds=6))
     newest = started + timedelta(seconds=5)

@@ -1,5 +1,6 @@
 -- executions_unified, version 2 (revision 0008): the same rows as version 1
--- (executions_unified.v1.sql, which defines the rest), read in time linear in a job's runs.
+-- (executions_unified.v1.sql, which defines the rest), read far faster for a job run many
+-- times (docs/performance.md).
 --
 -- Version 1 probed every other candidate of a row's key, and every other region result of its
 -- job and region, through a function each: for a job run n times, n squared calls, each of
