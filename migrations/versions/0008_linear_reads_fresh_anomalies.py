@@ -36,5 +36,5 @@ def downgrade() -> None:
     ddl.run_sql_file("mirror/apply/region_results_mirror_apply.v1.sql")
     ddl.run_sql_file("views/executions_unified.v1.sql")
     ddl.execute_sql(
-        "DROP FUNCTION IF EXISTS public.executions_unified_derives(public.region_results, boolean);"
+        "DROP FUNCTION IF EXISTS public.executions_unified_derives(text, timestamptz, boolean);"
     )

@@ -11,20 +11,25 @@
 --   when the row probing is direct (only a direct row outranks it); else as a mirrored row,
 --   unless it may be direct (no region result, or one that is gone), which outranks any;
 -- - of a region result the view derives rows from (executions_unified_derives).
+-- Those are the probes of the stored rows (a) and (b). The probes of the derived rows (c), (d)
+-- are as in version 1: there are few such rows (those of region results unfinished or not
+-- mirrored), and asking before each call made PostgreSQL sort every executions row for a read
+-- of the whole view.
 -- And a region result is unfinished by its own status: the mirror state's `finished` is not
 -- updated when a region result is started and finished in one transaction (its xmin does not
 -- change), which made version 1 run the rule for it on every read.
 
--- executions_unified_derives(region_result, mirrored): whether the view derives rows of that
--- region result: it is not mirrored (branch (c)), or it is unfinished (its placeholders,
--- branch (d)). Inlined.
+-- executions_unified_derives(status, completed_at, mirrored): whether the view derives rows
+-- of a region result of that status and completed_at: it is unfinished (its placeholders,
+-- branch (d)), or not mirrored (branch (c)). Inlined. (It takes the two columns, not the
+-- region result: a whole row would be built, its JSON read in full, for every one tested.)
 CREATE OR REPLACE FUNCTION public.executions_unified_derives(
-    region_result public.region_results, mirrored boolean)
+    status text, completed_at timestamptz, mirrored boolean)
 RETURNS boolean
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 AS $$
-    SELECT NOT public.executions_mirror_finished(public.region_results_mirror_region_status(
-               (region_result).status::text, (region_result).completed_at))
+    SELECT NOT public.executions_mirror_finished(
+               public.region_results_mirror_region_status(status, completed_at))
            OR NOT mirrored
 $$;
 
@@ -45,7 +50,8 @@ CROSS JOIN LATERAL (
     -- the rule runs for these region results only (OFFSET 0 keeps the test before the call)
     SELECT r.* FROM public.region_results_mirror_rows(
         i.region_result, i.job_id, i.jobspec_data, i.job_status) r
-    WHERE public.executions_unified_derives(i.region_result, i.mirrored)
+    WHERE public.executions_unified_derives(
+              (i.region_result).status, (i.region_result).completed_at, i.mirrored)
     OFFSET 0) f
 WHERE f.anomaly_kind IS NULL  -- the pair rows, not the anomalies
   AND (NOT i.mirrored OR NOT f.stored);
@@ -169,7 +175,9 @@ FROM (
           WHERE e.job_id IS NOT NULL
             AND i2.jobspec_id = i.jobspec_id AND i2.region = e.region
             AND i2.region_result_id <> e.mirror_region_result_id
-            AND CASE WHEN public.executions_unified_derives(i2.region_result, i2.mirrored)
+            AND CASE WHEN public.executions_unified_derives(
+                              (i2.region_result).status, (i2.region_result).completed_at,
+                              i2.mirrored)
                      THEN public.executions_unified_derived_outranks(
                               i2.region_result_id, e.model_id, e.question_id, k.rank) END)
     UNION ALL
@@ -189,21 +197,13 @@ FROM (
               SELECT 1 FROM public.executions e2
               WHERE e2.job_id = d.job_id AND e2.region = d.region
                 AND e2.model_id = (d.m).model_id AND e2.question_id = (d.m).question_id
-                AND CASE WHEN e2.mirror_region_result_id IS NULL
-                              OR public.executions_unified_rank(
-                                     false, e2.mirror_evidence, false, e2.status,
-                                     e2.completed_at, e2.created_at, e2.mirror_region_result_id,
-                                     e2.id) > d.rank
-                              OR NOT EXISTS (SELECT 1 FROM public.region_results r3
-                                             WHERE r3.id = e2.mirror_region_result_id)
-                         THEN public.executions_unified_outranks(e2.id, d.rank) END)
+                AND public.executions_unified_outranks(e2.id, d.rank))
       AND NOT EXISTS (
-              SELECT 1 FROM public.region_results_mirror_inputs i2
+              SELECT 1 FROM public.cross_region_executions x2
+              JOIN public.region_results r2 ON r2.cross_region_execution_id = x2.id
               WHERE d.job_id IS NOT NULL
-                AND i2.jobspec_id = d.jobspec_id AND i2.region = d.region
-                AND i2.region_result_id <> d.region_result_id
-                AND CASE WHEN public.executions_unified_derives(i2.region_result, i2.mirrored)
-                         THEN public.executions_unified_derived_outranks(
-                                  i2.region_result_id, (d.m).model_id, (d.m).question_id, d.rank)
-                    END)
+                AND x2.jobspec_id = d.jobspec_id AND r2.region = d.region
+                AND r2.id <> d.region_result_id
+                AND public.executions_unified_derived_outranks(
+                        r2.id, (d.m).model_id, (d.m).question_id, d.rank))
 ) c;
