@@ -4,11 +4,11 @@ Revision ID: 0008
 Revises: 0007
 Create Date: 2026-12-05
 
-Version 2 of sql/views/executions_unified.v1.sql (the same rows as version 1): a row's probes
-of the other candidates of its key, and of the other region results of its job and region,
-ask their functions only where the answer can be yes, and a region result is unfinished by its
-own status, not by the mirror state's `finished` (which a region result started and finished in
-one transaction leaves false). A job run 100 times took 171 s to read.
+Version 2 of sql/views/executions_unified.v1.sql (the same rows as version 1): a stored row's
+probes of the other candidates of its key, and of the other region results of its job and
+region, ask their functions only where the answer can be yes, and a region result is
+unfinished by its own status, not by the mirror state's `finished` (which a region result
+started and finished in one transaction leaves false). A job run 100 times took 171 s to read.
 
 Version 2 of sql/mirror/apply/region_results_mirror_apply.v1.sql: a region result that stores
 nothing yet records the anomalies of its placeholders too (an over-long model id), not only
