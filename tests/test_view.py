@@ -690,6 +690,69 @@ def test_logged_row_without_job_kept_after_its_region_result_went_is_shown(db):
     assert seen() == before
 
 
+def test_older_logged_row_whose_region_result_went_outranks_a_newer_mirrored_row(db):
+    """Two runs of a job in one region, both mirrored; the older run's region result is deleted
+    while the triggers are skipped, and the transparency log references one of its rows: that
+    row is direct now, and a direct row outranks every mirrored one, however newer. The view
+    shows it for its key (before a backfill and after), and the newer run's rows for the rest.
+    (Version 2 of the view asks whether a candidate outranks a mirrored row only when its rank
+    as a mirrored row is greater, or when it may be direct: this is the second case.)"""
+    spec = seed.jobspec(f"logged-{uuid.uuid4().hex[:8]}", regions=("US",))
+    writer.create_job(db, spec)
+    region_results = []
+    for n in range(2):
+        started = STARTED_AT + timedelta(hours=n)
+        rr = writer.start_region(
+            db, writer.start_run(db, spec["id"], regions=["US"]), "US", started_at=started
+        )
+        for model_id in seed.MODELS:
+            for question_id in seed.QUESTIONS:
+                record(
+                    db,
+                    rr,
+                    model_id,
+                    question_id,
+                    started_at=started,
+                    completed_at=started + timedelta(seconds=5),
+                )
+        writer.finish_region(db, rr, completed_at=started + timedelta(seconds=6))
+        region_results.append(rr)
+    older, newer = region_results
+    [logged] = fetch(
+        db,
+        "SELECT id, region, provider_id, status, model_id, question_id FROM executions "
+        "WHERE mirror_region_result_id = %s ORDER BY id LIMIT 1",
+        (older,),
+    )
+    db.execute(
+        "INSERT INTO transparency_log (execution_id, job_id, region, provider_id, status) "
+        "VALUES (%s, %s, %s, %s, %s)",
+        (logged["id"], spec["id"], logged["region"], logged["provider_id"], logged["status"]),
+    )
+    with triggers_disabled(db):
+        db.execute("DELETE FROM region_results WHERE id = %s", (older,))
+
+    def seen() -> dict[tuple[str, str], tuple[str, Any]]:
+        return {
+            (r["model_id"], r["question_id"]): (r["source"], r["execution_id"])
+            for r in shown(db, spec["id"])
+        }
+
+    before = seen()
+    assert len(before) == len(seed.MODELS) * len(seed.QUESTIONS)
+    assert before.pop((logged["model_id"], logged["question_id"])) == ("direct", logged["id"])
+    newer_ids = {
+        r[0]
+        for r in db.execute(
+            "SELECT id FROM executions WHERE mirror_region_result_id = %s", (newer,)
+        ).fetchall()
+    }
+    assert {source for source, _ in before.values()} == {"mirrored"}
+    assert {execution_id for _, execution_id in before.values()} <= newer_ids
+    db.execute("SELECT * FROM region_results_mirror_apply(%s)", ([older],))
+    assert seen()[(logged["model_id"], logged["question_id"])] == ("direct", logged["id"])
+
+
 def test_empty_and_null_question_id_are_one_key(db):
     job = one_pair_job(db)
     naive = at(0).replace(tzinfo=None)
