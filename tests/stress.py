@@ -79,7 +79,9 @@ class Outcome:
             f"backfill runs: {self.backfill_runs} (changes deferred, busy rows: {self.deferred}); "
             f"verify runs: {self.verify_runs}",
         ]
-        return "\n".join(lines + self.errors[:10])
+        # the mirror's aborts first (with their locks), then the runner's own
+        errors = sorted(self.errors, key=lambda e: e.split()[1] not in MIRROR_ABORTS)
+        return "\n".join(lines + errors[:10])
 
 
 def _spec(jobspec_id: str, questions: list[str]) -> dict[str, Any]:
@@ -114,7 +116,19 @@ class _Worker(threading.Thread):
             if error is not None:
                 state = getattr(error, "sqlstate", None) or type(error).__name__
                 self.out.aborted[f"{kind} {state}"] += 1
-                self.out.errors.append(f"{kind}: {state} {str(error).splitlines()[0]}")
+                message = f"{kind}: {state} {str(error).splitlines()[0]}"
+                diag = getattr(error, "diag", None)
+                if state in MIRROR_ABORTS and diag is not None:
+                    # which locks, and where in which trigger: what a fix needs to know
+                    message += "".join(
+                        f"\n    {label}: {text}"
+                        for label, text in (
+                            ("detail", diag.message_detail),
+                            ("context", diag.context),
+                        )
+                        if text
+                    )
+                self.out.errors.append(message)
 
     def run(self) -> None:
         with psycopg.connect(self.dsn, autocommit=True) as conn:
