@@ -28,7 +28,6 @@ from factories import (
     make_job,
     make_region_result,
     make_run,
-    record,
 )
 from helpers import fetch
 from psycopg import sql
@@ -699,25 +698,12 @@ def test_older_logged_row_whose_region_result_went_outranks_a_newer_mirrored_row
     as a mirrored row is greater, or when it may be direct: this is the second case.)"""
     spec = seed.jobspec(f"logged-{uuid.uuid4().hex[:8]}", regions=("US",))
     writer.create_job(db, spec)
-    region_results = []
-    for n in range(2):
-        started = STARTED_AT + timedelta(hours=n)
-        rr = writer.start_region(
-            db, writer.start_run(db, spec["id"], regions=["US"]), "US", started_at=started
-        )
-        for model_id in seed.MODELS:
-            for question_id in seed.QUESTIONS:
-                record(
-                    db,
-                    rr,
-                    model_id,
-                    question_id,
-                    started_at=started,
-                    completed_at=started + timedelta(seconds=5),
-                )
-        writer.finish_region(db, rr, completed_at=started + timedelta(seconds=6))
-        region_results.append(rr)
-    older, newer = region_results
+    older, newer = (
+        seed.record_with_writer(
+            db, spec, started_at=STARTED_AT + timedelta(hours=n), create_job=False
+        ).region_result_ids["US"]
+        for n in range(2)
+    )
     [logged] = fetch(
         db,
         "SELECT id, region, provider_id, status, model_id, question_id FROM executions "
@@ -1186,26 +1172,14 @@ def test_a_job_run_many_times_is_read_in_calls_linear_in_its_runs(db):
     here 1,200 calls of the rule, 1,188 probes for derived rows and 693 of candidates; a job
     run 100 times took 171 s to read."""
     runs, pairs = 12, len(seed.MODELS) * len(seed.QUESTIONS)
-    job = f"many-runs-{uuid.uuid4().hex[:8]}"
-    writer.create_job(db, seed.jobspec(job, regions=("US",)))
+    spec = seed.jobspec(f"many-runs-{uuid.uuid4().hex[:8]}", regions=("US",))
+    job = spec["id"]
+    writer.create_job(db, spec)
     for n in range(runs):
-        started = STARTED_AT + timedelta(minutes=n)
         with db.transaction():
-            rr = writer.start_region(
-                db, writer.start_run(db, job, regions=["US"]), "US", started_at=started
-            )
-            for model_id in seed.MODELS:
-                for question_id in seed.QUESTIONS:
-                    record(
-                        db,
-                        rr,
-                        model_id,
-                        question_id,
-                        started_at=started,
-                        completed_at=started + timedelta(seconds=5),
-                    )
-            writer.finish_region(db, rr, completed_at=started + timedelta(seconds=6))
-    newest = started + timedelta(seconds=5)
+            newest = seed.record_with_writer(
+                db, spec, started_at=STARTED_AT + timedelta(hours=n), create_job=False
+            ).region_result_ids["US"]
     with db.transaction():
         db.execute("SET LOCAL track_functions = 'all'")
         rows = shown(db, job)
@@ -1217,7 +1191,7 @@ def test_a_job_run_many_times_is_read_in_calls_linear_in_its_runs(db):
             ).fetchall()
         )
     assert len(rows) == pairs
-    assert {(r["source"], r["completed_at"]) for r in rows} == {("mirrored", newest)}
+    assert {(r["source"], r["region_result_id"]) for r in rows} == {("mirrored", newest)}
     assert calls.get("region_results_mirror_rows", 0) == 0, calls
     assert calls.get("executions_unified_derived_outranks", 0) == 0, calls
     assert 0 < calls.get("executions_unified_outranks", 0) <= (runs - 1) * pairs, calls
