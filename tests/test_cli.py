@@ -620,7 +620,7 @@ BAD_USAGE = [
     ["execution", "99999999999999999999"],
     ["execution", "1", "--receipt", "--bias-score"],
     ["progress"],
-    ["upgrade", "--revision", "0009"],
+    ["upgrade", "--revision", "9999"],
     ["downgrade"],
     ["downgrade", "-1"],
     ["no-such-command"],
@@ -850,8 +850,9 @@ def test_stamped_head_without_the_mirror_is_described_then_repaired(empty_db):
         "executions.mirror_evidence; 0003: executions_unified; 0004: "
         "region_results_backfill_runs; 0005: region_results_verify_runs, serve_metrics; 0006: "
         "executions_unified_of_job, executions_unified_of_execution; 0007: "
-        "region_results_mirror_output_changed; 0008: executions_unified_derives); its "
-        "objects are those of 0001. Run `beaconsql "
+        "region_results_mirror_output_changed; 0008: executions_unified_derives; 0009: "
+        "cross_region_executions_mirror_lock_rows); its objects are those of 0001. Run "
+        "`beaconsql "
         "upgrade`: it re-stamps at 0001 and runs the revisions after it again (each is safe "
         "to rerun).",
     ]

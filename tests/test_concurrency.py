@@ -177,6 +177,45 @@ def test_run_delete_and_spec_update_take_region_locks_in_one_order(db, dsn):
     assert_matches_oracle(db)
 
 
+def test_run_delete_never_waits_for_a_row_while_holding_others_of_its_run(db, dsn, connect):
+    """The runner's cancel locks a job's rows in its scan order; a run's DELETE must lock the
+    run's rows, in its own order. A cancel holding row B and then wanting row A, against a
+    DELETE of the run that waits for B: the DELETE holds none of the run's rows while it waits,
+    so the cancel goes on, and then the DELETE does. Neither is aborted. (Once: the DELETE
+    held A while waiting for B, and one of the two was aborted as a deadlock, about once in
+    7,000 statements of a stress run.)"""
+    spec = small_spec(["m1"], ["q1", "q2"])
+    job = writer.create_job(db, spec)
+    run = writer.start_run(db, spec["id"], regions=["US"], started_at=T0)
+    rid = writer.start_region(db, run, "US", provider_id="p", started_at=T0)
+    record_running(db, rid, ("m1", "q1"), ("m1", "q2"))
+    row_a, row_b = (
+        r[0]
+        for r in db.execute(
+            "SELECT id FROM executions WHERE cross_region_execution_id = %s ORDER BY id", (run,)
+        ).fetchall()
+    )
+    cancel = connect(autocommit=False)
+    cancel.execute("SELECT 1 FROM executions WHERE id = %s FOR UPDATE", (row_b,))
+    delete = Background(
+        dsn, lambda conn: conn.execute("DELETE FROM cross_region_executions WHERE id = %s", (run,))
+    )
+    delete.start()
+    wait_blocked_or_done(connect(), delete.pid, delete)
+    assert delete.is_alive()  # waiting for B
+    cancel.execute("SET lock_timeout = '5s'")  # a wait for A fails the test, not the session
+    assert cancel.execute(RUNNER_CANCEL, (job,)).rowcount == 2
+    cancel.commit()
+    delete.join(10)
+    assert not delete.is_alive() and delete.error is None
+    delete.conn.close()
+    assert db.execute(
+        "SELECT status FROM executions WHERE id = ANY(%s)", ([row_a, row_b],)
+    ).fetchall() == [("cancelled",), ("cancelled",)]
+    assert verify.verify(db).exit_code == 0
+    assert_matches_oracle(db)
+
+
 def test_region_result_delete_takes_its_region_lock_without_rows_of_its_own(db, dsn, connect):
     """A region result all of whose pairs are owned by direct rows has no mirrored row; its
     DELETE still waits for its (job_id, region) lock, so a mirror write holding it (which may

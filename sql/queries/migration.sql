@@ -59,7 +59,8 @@ FROM (VALUES
     (22, '0006', 'function', 'executions_unified_of_job', false),
     (23, '0006', 'function', 'executions_unified_of_execution', false),
     (24, '0007', 'function', 'region_results_mirror_output_changed', false),
-    (25, '0008', 'function', 'executions_unified_derives', false)
+    (25, '0008', 'function', 'executions_unified_derives', false),
+    (26, '0009', 'function', 'cross_region_executions_mirror_lock_rows', false)
 ) AS o(position, revision, kind, name, runner)
 ORDER BY o.position;
 
