@@ -265,7 +265,8 @@ def start_region(
 ) -> uuid.UUID:
     """Insert a ``region_results`` row (status ``running``) and return its id.
 
-    The mirror immediately materialises one ``running`` executions row per expected pair.
+    Nothing is stored in ``executions`` yet: until the region finishes, the view derives one
+    placeholder row per expected pair; each pair recorded is stored as it is recorded.
     """
     _require_text("region", region, MAX_REGION)
     if provider_id is not None:
