@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import threading
 import time
 import uuid
@@ -20,7 +21,14 @@ from typing import Any
 import psycopg
 import pytest
 import stress
-from factories import make_direct_execution, record, record_running, small_spec, unique_jobspec_id
+from factories import (
+    element,
+    make_direct_execution,
+    record,
+    record_running,
+    small_spec,
+    unique_jobspec_id,
+)
 from helpers import (
     RUNNER_CANCEL,
     T0,
@@ -214,6 +222,70 @@ def test_run_delete_never_waits_for_a_row_while_holding_others_of_its_run(db, ds
     ).fetchall() == [("cancelled",), ("cancelled",)]
     assert verify.verify(db).exit_code == 0
     assert_matches_oracle(db)
+
+
+@pytest.mark.slow
+def test_run_delete_completes_while_writers_of_single_rows_keep_updating_its_rows(db, dsn):
+    """A run of 5,000 rows, 12 connections updating one random row of it at a time: the run's
+    DELETE completes while they go on (it keeps the rows it has taken and waits for the others
+    a moment each). (Once: it took all of them at once or none, and with every attempt some
+    row was held elsewhere: it waited until the writers stopped.)"""
+    models = [f"m{i}" for i in range(100)]
+    questions = [f"q{i}" for i in range(50)]
+    spec = small_spec(models, questions, regions=("US",))
+    writer.create_job(db, spec)
+    run = writer.start_run(db, spec["id"], regions=["US"], started_at=T0)
+    rid = writer.start_region(db, run, "US", provider_id="p", started_at=T0)
+    elements = [element(m, q) for m in models for q in questions]
+    db.execute(
+        "UPDATE region_results SET execution_output = jsonb_build_object('executions', %s) "
+        "WHERE id = %s",
+        (Jsonb(elements), rid),
+    )
+    ids = [
+        r[0]
+        for r in db.execute(
+            "SELECT id FROM executions WHERE cross_region_execution_id = %s", (run,)
+        ).fetchall()
+    ]
+    assert len(ids) == 5000
+    deadline = time.monotonic() + 60
+    stop = threading.Event()
+    errors: list[Exception] = []
+
+    def update_rows(seed_: int) -> None:
+        rng = random.Random(seed_)
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            while not stop.is_set() and time.monotonic() < deadline:
+                try:  # a column the mirror does not own: the row stays mirrored
+                    conn.execute(
+                        "UPDATE executions SET retry_count = retry_count + 1 WHERE id = %s",
+                        (rng.choice(ids),),
+                    )
+                except psycopg.Error as exc:
+                    errors.append(exc)
+
+    writers = [threading.Thread(target=update_rows, args=(i,), daemon=True) for i in range(12)]
+    for t in writers:
+        t.start()
+    time.sleep(1)
+    delete = Background(
+        dsn, lambda conn: conn.execute("DELETE FROM cross_region_executions WHERE id = %s", (run,))
+    )
+    delete.start()
+    delete.join(deadline - time.monotonic())
+    finished_while_writing = not delete.is_alive() and all(t.is_alive() for t in writers)
+    stop.set()
+    for t in writers:
+        t.join()
+    delete.join()
+    delete.conn.close()
+    assert finished_while_writing
+    assert delete.error is None and errors == []
+    assert db.execute("SELECT count(*) FROM executions WHERE id = ANY(%s)", (ids,)).fetchone() == (
+        0,
+    )
+    assert verify.verify(db).exit_code == 0
 
 
 def test_region_result_delete_takes_its_region_lock_without_rows_of_its_own(db, dsn, connect):

@@ -1,14 +1,15 @@
-"""Mirror: a run's DELETE never waits for one of its rows while holding another.
+"""Mirror: a run's DELETE never waits long for one of its rows while holding others.
 
 Revision ID: 0009
 Revises: 0008
 Create Date: 2026-12-06
 
 Version 2 of sql/mirror/triggers/cross_region_executions_mirror.v1.sql's delete trigger: it
-locks the run's executions rows through cross_region_executions_mirror_lock_rows, all at once
-or none, waiting for a row held elsewhere with none of the others held. Version 1 locked them
-in id order, and the runner's cancel, which locks a job's rows in its own scan order, could
-deadlock with it. The downgrade runs version 1 again.
+locks the run's executions rows through cross_region_executions_mirror_lock_rows, which waits
+for a row held elsewhere a moment only while it holds others, and past that lets go of them
+and waits for that row alone. Version 1 locked them in id order, and the runner's cancel, which
+locks a job's rows in its own scan order, could deadlock with it. The downgrade runs version 1
+again.
 """
 
 from __future__ import annotations

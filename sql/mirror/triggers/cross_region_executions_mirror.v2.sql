@@ -1,16 +1,21 @@
 -- Version 2 of cross_region_executions_mirror_delete(), the BEFORE DELETE trigger function of
 -- cross_region_executions_mirror.v1.sql (revision 0009; the update trigger stands as version 1
 -- defines it): it locks the run's rows through cross_region_executions_mirror_lock_rows, which
--- never waits for one of them while holding another. Version 1 locked them in id order in one
--- statement; the runner's cancel locks a job's rows in its own scan order, so a cancel holding
--- row B and waiting for row A, against a run's DELETE holding A and waiting for B, was a
--- deadlock and PostgreSQL aborted one of the two.
+-- never waits long for one of them while holding others. Version 1 locked them in id order in
+-- one statement; the runner's cancel locks a job's rows in its own scan order, so a cancel
+-- holding row B and waiting for row A, against a run's DELETE holding A and waiting for B, was
+-- a deadlock and PostgreSQL aborted one of the two.
 
 -- cross_region_executions_mirror_lock_rows(run_id): locks every executions row referencing the
--- run, all at once or, while another statement holds one of them, none: it then waits for that
--- row alone, lets it go, and tries again. A statement holding one of them may be waiting for
--- another, in whatever order it locks them. Each attempt is a subtransaction, whose rollback
--- frees what it locked. Read by cross_region_executions_mirror_delete.
+-- run. It takes the free ones (SKIP LOCKED) and keeps them, so that writers of single rows of
+-- the run cannot starve it, and waits for each row held elsewhere a moment only: at first
+-- 20 ms, and all its waits while holding rows start within half of deadlock_timeout. Past
+-- either bound, a statement holding that row may be waiting for one held here: it lets go of
+-- everything taken (a subtransaction, rolled back), waits for that row alone, and starts again
+-- with a moment twice as long. A moment is at most a quarter of deadlock_timeout and the
+-- session's lock_timeout (and at least 1 ms). So a statement that waits for a row held here
+-- never finds, at its deadlock check (deadlock_timeout after it began to wait), this one
+-- waiting for it. Read by cross_region_executions_mirror_delete.
 CREATE OR REPLACE FUNCTION public.cross_region_executions_mirror_lock_rows(run_id uuid)
 RETURNS void
 LANGUAGE plpgsql
@@ -20,42 +25,55 @@ SET plan_cache_mode = force_generic_plan
 SET enable_seqscan = off
 AS $$
 DECLARE
+    deadlock_wait interval := current_setting('deadlock_timeout')::interval;
+    session_lock_timeout text := current_setting('lock_timeout');
+    -- the longest moment (least ignores a lock_timeout of 0: none)
+    longest interval := least(deadlock_wait / 4,
+                              nullif(session_lock_timeout::interval, interval '0'));
+    moment interval := least(interval '20 ms', longest);
+    started timestamptz;
+    taken integer[];
     held_elsewhere integer;
 BEGIN
     LOOP
         BEGIN
-            PERFORM 1 FROM public.executions e
-            WHERE e.cross_region_execution_id = run_id
-            ORDER BY e.id
-            FOR UPDATE NOWAIT;
-            RETURN;
-        EXCEPTION WHEN lock_not_available THEN
-            NULL;  -- this attempt's locks are freed
-        END;
-        -- Which row is held elsewhere: the first one that cannot be locked at once.
-        held_elsewhere := NULL;
-        BEGIN
-            FOR held_elsewhere IN
-                SELECT e.id FROM public.executions e
-                WHERE e.cross_region_execution_id = run_id
-                ORDER BY e.id
+            started := clock_timestamp();
             LOOP
-                PERFORM 1 FROM public.executions e WHERE e.id = held_elsewhere FOR UPDATE NOWAIT;
+                -- every row not held elsewhere: the free ones, and those taken here already
+                taken := ARRAY(
+                    SELECT e.id FROM public.executions e
+                    WHERE e.cross_region_execution_id = run_id
+                    ORDER BY e.id FOR UPDATE SKIP LOCKED);
+                held_elsewhere := (
+                    SELECT min(o.id)
+                    FROM (SELECT e.id FROM public.executions e
+                          WHERE e.cross_region_execution_id = run_id
+                          EXCEPT
+                          SELECT t.id FROM unnest(taken) t(id)) o);
+                IF held_elsewhere IS NULL THEN
+                    PERFORM set_config('lock_timeout', session_lock_timeout, true);
+                    RETURN;
+                END IF;
+                IF clock_timestamp() - started > deadlock_wait / 2 THEN
+                    RAISE SQLSTATE 'BQ001';
+                END IF;
+                -- (in whole milliseconds, at least 1)
+                PERFORM set_config('lock_timeout',
+                                   greatest(1, floor(1000 * extract(epoch FROM moment)))::text
+                                   || 'ms', true);
+                PERFORM 1 FROM public.executions e WHERE e.id = held_elsewhere FOR UPDATE;
             END LOOP;
-            held_elsewhere := NULL;  -- freed meanwhile
-            RAISE SQLSTATE 'BQ001';  -- free what this search locked
         EXCEPTION WHEN lock_not_available OR SQLSTATE 'BQ001' THEN
+            NULL;  -- what this attempt locked is freed, and lock_timeout is the session's again
+        END;
+        -- Wait for that row, holding none of the run's rows, then let it go.
+        BEGIN
+            PERFORM 1 FROM public.executions e WHERE e.id = held_elsewhere FOR UPDATE;
+            RAISE SQLSTATE 'BQ001';
+        EXCEPTION WHEN SQLSTATE 'BQ001' THEN
             NULL;
         END;
-        -- Wait for it, holding none of the run's rows, then let it go.
-        IF held_elsewhere IS NOT NULL THEN
-            BEGIN
-                PERFORM 1 FROM public.executions e WHERE e.id = held_elsewhere FOR UPDATE;
-                RAISE SQLSTATE 'BQ001';
-            EXCEPTION WHEN SQLSTATE 'BQ001' THEN
-                NULL;
-            END;
-        END IF;
+        moment := least(moment * 2, longest);
     END LOOP;
 END
 $$;
