@@ -30,7 +30,7 @@ lint: $(STAMP) ## ruff and mypy
 # Two workers (pytest-xdist): one per core of the machine this is tuned for.
 PYTEST := $(BIN)/pytest -q -n 2
 
-test: lint ## Lint, then the tests but the slow ones (BEACONSQL_TEST_DSN, else the embedded server)
+test: lint ## Lint, then the tests but the slow ones (BEACONSQL_TEST_DSN, else an embedded server of their own)
 	$(PYTEST) -m "not slow"
 
 test-all: lint ## Lint, then every test, the slow stress and load runs included

@@ -413,6 +413,22 @@ def _logging_above(console: Console) -> Iterator[None]:
         root.handlers = saved
 
 
+@contextmanager
+def _quieter(*names: str) -> Iterator[None]:
+    """Raise the loggers *names* to WARNING for the block (unless --debug): for a command
+    that tells its own steps, such as the demo."""
+    loggers = [logging.getLogger(name) for name in names]
+    saved = [log.level for log in loggers]
+    if not logging.getLogger("beaconsql").isEnabledFor(logging.DEBUG):
+        for log in loggers:
+            log.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for log, level in zip(loggers, saved, strict=True):
+            log.setLevel(level)
+
+
 class _StopFlag:
     """First SIGINT/SIGTERM: finish the current batch and stop; second: stop now."""
 
@@ -911,20 +927,23 @@ def demo_command(dsn: str | None, stop: bool, serve_port: int | None, as_json: b
     server = db.find_dsn(dsn)
     click.get_current_context().meta["beaconsql.dsn"] = server
     embedded_dir: Path | None = None
-    if server is None:
-        embedded.ensure_installed()
-        data_dir = db.resolve_embedded_data_dir()
-        action = "using" if embedded.is_running(data_dir) else "starting"
-        stderr.print(f"no database configured: {action} the embedded PostgreSQL in {data_dir}")
-        running = embedded.start(data_dir)
-        stderr.print(
-            f"embedded PostgreSQL {running.version} is up; it keeps running for the next "
-            "command (`beaconsql demo --stop` stops it)"
-        )
-        server = running.dsn("postgres")
-        embedded_dir = data_dir
-    serve_app = _serve_module() if serve_port else None  # fail before the demo, not after
-    result = demo_module.run(server, step=lambda text: stderr.print(f"· {text}"))
+    # The demo tells its steps itself; the log lines of the server's start and of the
+    # backfill's batches would repeat them (--debug shows them).
+    with _quieter("beaconsql.embedded", "beaconsql.backfill"):
+        if server is None:
+            embedded.ensure_installed()
+            data_dir = db.resolve_embedded_data_dir()
+            action = "using" if embedded.is_running(data_dir) else "starting"
+            stderr.print(f"no database configured: {action} the embedded PostgreSQL in {data_dir}")
+            running = embedded.start(data_dir)
+            stderr.print(
+                f"embedded PostgreSQL {running.version} is up; it keeps running for the next "
+                "command (`beaconsql demo --stop` stops it)"
+            )
+            server = running.dsn("postgres")
+            embedded_dir = data_dir
+        serve_app = _serve_module() if serve_port else None  # fail before the demo, not after
+        result = demo_module.run(server, step=lambda text: stderr.print(f"· {text}"))
     if serve_app is not None and serve_port is not None:
         # after the demo's output, whichever form it takes
         click.get_current_context().call_on_close(

@@ -195,8 +195,9 @@ def connect(dsn: str, *, autocommit: bool = False) -> psycopg.Connection[tuple[o
             name = missing.group(1)
             raise DatabaseUnavailableError(
                 f"cannot connect to {redact_dsn(dsn)}: database {name} does not exist on that "
-                f"server. Create it (createdb {name}, or CREATE DATABASE), or name an existing "
-                "database in the DSN."
+                f"server. Create it (createdb {name}, or CREATE DATABASE; then beaconsql "
+                "upgrade), or name an existing database in the DSN; `beaconsql demo` makes its "
+                "own again."
             ) from None
         raise DatabaseUnavailableError(
             f"cannot connect to {redact_dsn(dsn)}: {reason}. "

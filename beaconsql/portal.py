@@ -488,8 +488,9 @@ def execution_receipt(conn: psycopg.Connection[Any], execution_id: int) -> Any:
     shape of runner-app.md section 5), with no envelope.
 
     Raises NotFoundError when the view shows no row with that id, or its row has no receipt
-    (the runner stores none for a failed pair). The runner answers 500 for a receipt that is
-    JSON but not an object (it decodes into a map); this returns it as it is.
+    (the runner stores none for a failed pair, and a legacy region result holds none). The
+    runner answers 500 for a receipt that is JSON but not an object (it decodes into a map);
+    this returns it as it is.
     """
     shown, text = _one_value(conn, "execution_receipt", execution_id)
     if not shown:
@@ -497,7 +498,8 @@ def execution_receipt(conn: psycopg.Connection[Any], execution_id: int) -> Any:
     if text is None:
         raise NotFoundError(
             f"execution {execution_id} has no receipt (the runner stores none for a failed "
-            "pair); `beaconsql execution ID` shows its output and error."
+            "pair, and a region result in its legacy format holds none); `beaconsql execution "
+            "ID` shows its output and error."
         )
     return decode_json(text)
 

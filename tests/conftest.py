@@ -1,8 +1,9 @@
 """Test harness: a real PostgreSQL, template databases built once per session, a fresh clone
 per test, all through pytest-postgresql's own machinery (noproc fixtures, janitor, loaders).
 
-Backends, in order: ``BEACONSQL_TEST_DSN`` (an existing server); else the embedded server
-(:mod:`beaconsql.embedded`, data directory from ``BEACONSQL_DATA_DIR``); else a
+Backends, in order: ``BEACONSQL_TEST_DSN`` (an existing server); else an embedded server
+(:mod:`beaconsql.embedded`; data directory ``BEACONSQL_DATA_DIR``, else one of the tests' own
+beside the default, so that the tests never replace the database of a ``make demo``); else a
 testcontainers PostgreSQL where a Docker engine answers. ``BEACONSQL_TEST_BACKEND``
 (``dsn``, ``embedded``, ``docker``) forces one. Templates (each cloned per test):
 
@@ -71,6 +72,8 @@ def pg_backend() -> Iterator[dict[str, Any]]:
         from beaconsql.errors import EmbeddedServerError
 
         data_dir = db.resolve_embedded_data_dir()
+        if not os.environ.get(db.DATA_DIR_VARIABLE, "").strip():
+            data_dir = data_dir.with_name(f"{data_dir.name}-tests")
         try:
             # pytest-xdist workers start together: one initdb/start at a time.
             data_dir.parent.mkdir(parents=True, exist_ok=True)

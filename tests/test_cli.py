@@ -1091,6 +1091,18 @@ def test_demo_with_a_dsn_twice_in_a_row_and_touches_nothing_else(db, demo_server
         )
 
 
+def test_the_demo_tells_its_steps_without_the_log_lines_of_its_parts(demo_server):
+    """The backfill's batch lines repeated the demo's own steps, above its first section;
+    --debug still shows them."""
+    quiet = cli_run(["demo", "--dsn", demo_server])
+    assert quiet.returncode == 0, quiet.stderr
+    assert "· beaconsql backfill: bringing the legacy history into executions" in quiet.stderr
+    assert [line for line in quiet.stderr.splitlines() if "beaconsql.backfill" in line] == []
+    debug = cli_run(["--debug", "demo", "--dsn", demo_server])
+    assert debug.returncode == 0, debug.stderr
+    assert "INFO beaconsql.backfill: backfill complete" in debug.stderr
+
+
 def next_commands(stdout: str) -> list[str]:
     lines = stdout.splitlines()
     start = lines.index("Next, try these (runnable as printed, from this directory):")
@@ -1135,7 +1147,8 @@ def test_demo_with_a_dsn_naming_a_missing_database_names_it(dsn):
     assert failed.startswith("FAILED: cannot connect to "), failed
     assert failed.endswith(
         f"database {missing} does not exist on that server. Create it (createdb {missing}, or "
-        "CREATE DATABASE), or name an existing database in the DSN."
+        "CREATE DATABASE; then beaconsql upgrade), or name an existing database in the DSN; "
+        "`beaconsql demo` makes its own again."
     ), failed
 
 
