@@ -224,6 +224,44 @@ def test_run_delete_never_waits_for_a_row_while_holding_others_of_its_run(db, ds
     assert_matches_oracle(db)
 
 
+def test_run_delete_keeps_its_rows_while_the_holder_of_another_waits_for_nothing(db, dsn, connect):
+    """A writer holds row C of a run and waits for nothing: the run's DELETE keeps rows A and B
+    while it waits for C (only a holder that may be waiting for it makes it let go), and goes
+    on when C is let go. (Once: it let go of everything after 20 ms each time, and writers
+    each holding a row 300 ms at a time held it back until they stopped.)"""
+    spec = small_spec(["m1"], ["q1", "q2", "q3"])
+    writer.create_job(db, spec)
+    run = writer.start_run(db, spec["id"], regions=["US"], started_at=T0)
+    rid = writer.start_region(db, run, "US", provider_id="p", started_at=T0)
+    record_running(db, rid, ("m1", "q1"), ("m1", "q2"), ("m1", "q3"))
+    row_a, row_b, row_c = (
+        r[0]
+        for r in db.execute(
+            "SELECT id FROM executions WHERE cross_region_execution_id = %s ORDER BY id", (run,)
+        ).fetchall()
+    )
+    holder = connect(autocommit=False)
+    holder.execute("SELECT 1 FROM executions WHERE id = %s FOR UPDATE", (row_c,))
+    delete = Background(
+        dsn, lambda conn: conn.execute("DELETE FROM cross_region_executions WHERE id = %s", (run,))
+    )
+    delete.start()
+    observer = connect()
+    wait_blocked_or_done(observer, delete.pid, delete)
+    time.sleep(0.2)  # ten moments, within half of deadlock_timeout (1 s)
+    for row in (row_a, row_b):
+        with pytest.raises(psycopg.errors.LockNotAvailable):
+            observer.execute("SELECT 1 FROM executions WHERE id = %s FOR UPDATE NOWAIT", (row,))
+    assert delete.is_alive()
+    holder.commit()
+    delete.join(10)
+    assert not delete.is_alive() and delete.error is None
+    delete.conn.close()
+    assert db.execute(
+        "SELECT count(*) FROM executions WHERE id = ANY(%s)", ([row_a, row_b, row_c],)
+    ).fetchone() == (0,)
+
+
 @pytest.mark.slow
 def test_run_delete_completes_while_writers_of_single_rows_keep_updating_its_rows(db, dsn):
     """A run of 5,000 rows, 12 connections updating one random row of it at a time: the run's

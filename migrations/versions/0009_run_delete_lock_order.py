@@ -5,11 +5,12 @@ Revises: 0008
 Create Date: 2026-12-06
 
 Version 2 of sql/mirror/triggers/cross_region_executions_mirror.v1.sql's delete trigger: it
-locks the run's executions rows through cross_region_executions_mirror_lock_rows, which waits
-for a row held elsewhere a moment only while it holds others, and past that lets go of them
-and waits for that row alone. Version 1 locked them in id order, and the runner's cancel, which
-locks a job's rows in its own scan order, could deadlock with it. The downgrade runs version 1
-again.
+locks the run's executions rows through cross_region_executions_mirror_lock_rows, which keeps
+what it took while it waits for a row held elsewhere, and lets go of it and waits for that row
+alone when the row's holder may be waiting for it (cross_region_executions_mirror_holder_waits)
+or half of deadlock_timeout has passed. Version 1 locked them in id order, and the runner's
+cancel, which locks a job's rows in its own scan order, could deadlock with it. The downgrade
+runs version 1 again.
 """
 
 from __future__ import annotations
@@ -29,5 +30,6 @@ def upgrade() -> None:
 def downgrade() -> None:
     ddl.run_sql_file("mirror/triggers/cross_region_executions_mirror.v1.sql")
     ddl.execute_sql(
-        "DROP FUNCTION IF EXISTS public.cross_region_executions_mirror_lock_rows(uuid);"
+        "DROP FUNCTION IF EXISTS public.cross_region_executions_mirror_lock_rows(uuid);\n"
+        "DROP FUNCTION IF EXISTS public.cross_region_executions_mirror_holder_waits(integer);"
     )
