@@ -61,6 +61,7 @@ class Outcome:
     deferred: int = 0
     verify_runs: int = 0
     errors: list[str] = field(default_factory=list)
+    mirror_errors: list[str] = field(default_factory=list)  # those of MIRROR_ABORTS
 
     @property
     def mirror_aborts(self) -> int:
@@ -80,8 +81,7 @@ class Outcome:
             f"verify runs: {self.verify_runs}",
         ]
         # the mirror's aborts first (with their locks), then the runner's own
-        errors = sorted(self.errors, key=lambda e: e.split()[1] not in MIRROR_ABORTS)
-        return "\n".join(lines + errors[:10])
+        return "\n".join(lines + (self.mirror_errors + self.errors)[:10])
 
 
 def _spec(jobspec_id: str, questions: list[str]) -> dict[str, Any]:
@@ -118,7 +118,10 @@ class _Worker(threading.Thread):
                 self.out.aborted[f"{kind} {state}"] += 1
                 message = f"{kind}: {state} {str(error).splitlines()[0]}"
                 diag = getattr(error, "diag", None)
-                if state in MIRROR_ABORTS and diag is not None:
+                if state not in MIRROR_ABORTS:
+                    self.out.errors.append(message)
+                    return
+                if diag is not None:
                     # which locks, and where in which trigger: what a fix needs to know
                     message += "".join(
                         f"\n    {label}: {text}"
@@ -128,7 +131,7 @@ class _Worker(threading.Thread):
                         )
                         if text
                     )
-                self.out.errors.append(message)
+                self.out.mirror_errors.append(message)
 
     def run(self) -> None:
         with psycopg.connect(self.dsn, autocommit=True) as conn:

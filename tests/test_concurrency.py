@@ -185,30 +185,52 @@ def test_run_delete_and_spec_update_take_region_locks_in_one_order(db, dsn):
     assert_matches_oracle(db)
 
 
-def test_run_delete_never_waits_for_a_row_while_holding_others_of_its_run(db, dsn, connect):
-    """The runner's cancel locks a job's rows in its scan order; a run's DELETE must lock the
-    run's rows, in its own order. A cancel holding row B and then wanting row A, against a
-    DELETE of the run that waits for B: the DELETE holds none of the run's rows while it waits,
-    so the cancel goes on, and then the DELETE does. Neither is aborted. (Once: the DELETE
-    held A while waiting for B, and one of the two was aborted as a deadlock, about once in
-    7,000 statements of a stress run.)"""
-    spec = small_spec(["m1"], ["q1", "q2"])
+def run_of_rows(
+    db: psycopg.Connection[Any], models: list[str], questions: list[str], status: str
+) -> tuple[int, uuid.UUID, list[int]]:
+    """A job of *models* x *questions* with one run in US, its region result holding every pair
+    at *status* (written at once): the job's id, the run's, and its executions rows' ids in id
+    order."""
+    spec = small_spec(models, questions, regions=("US",))
     job = writer.create_job(db, spec)
     run = writer.start_run(db, spec["id"], regions=["US"], started_at=T0)
     rid = writer.start_region(db, run, "US", provider_id="p", started_at=T0)
-    record_running(db, rid, ("m1", "q1"), ("m1", "q2"))
-    row_a, row_b = (
+    finished = {} if status == "completed" else {"completed_at": None, "output": None}
+    db.execute(
+        "UPDATE region_results SET execution_output = jsonb_build_object('executions', %s) "
+        "WHERE id = %s",
+        (Jsonb([element(m, q, status, **finished) for m in models for q in questions]), rid),
+    )
+    ids = [
         r[0]
         for r in db.execute(
             "SELECT id FROM executions WHERE cross_region_execution_id = %s ORDER BY id", (run,)
         ).fetchall()
-    )
-    cancel = connect(autocommit=False)
-    cancel.execute("SELECT 1 FROM executions WHERE id = %s FOR UPDATE", (row_b,))
+    ]
+    assert len(ids) == len(models) * len(questions)
+    return job, run, ids
+
+
+def deleting_run(dsn: str, run: uuid.UUID) -> Background:
+    """The run's DELETE, started on a connection of its own."""
     delete = Background(
         dsn, lambda conn: conn.execute("DELETE FROM cross_region_executions WHERE id = %s", (run,))
     )
     delete.start()
+    return delete
+
+
+def test_run_delete_never_waits_for_a_row_while_holding_others_of_its_run(db, dsn, connect):
+    """The runner's cancel locks a job's rows in its scan order; a run's DELETE must lock the
+    run's rows, in its own order. A cancel holding row B and then wanting row A, against a
+    DELETE of the run that waits for B: once the cancel waits for A, the DELETE lets go of A
+    and waits for B alone, so the cancel goes on, and then the DELETE does. Neither is
+    aborted. (Once: the DELETE kept A while waiting for B, and one of the two was aborted as a
+    deadlock, about once in 7,000 statements of a stress run.)"""
+    job, run, (row_a, row_b) = run_of_rows(db, ["m1"], ["q1", "q2"], "running")
+    cancel = connect(autocommit=False)
+    cancel.execute("SELECT 1 FROM executions WHERE id = %s FOR UPDATE", (row_b,))
+    delete = deleting_run(dsn, run)
     wait_blocked_or_done(connect(), delete.pid, delete)
     assert delete.is_alive()  # waiting for B
     cancel.execute("SET lock_timeout = '5s'")  # a wait for A fails the test, not the session
@@ -229,23 +251,10 @@ def test_run_delete_keeps_its_rows_while_the_holder_of_another_waits_for_nothing
     while it waits for C (only a holder that may be waiting for it makes it let go), and goes
     on when C is let go. (Once: it let go of everything after 20 ms each time, and writers
     each holding a row 300 ms at a time held it back until they stopped.)"""
-    spec = small_spec(["m1"], ["q1", "q2", "q3"])
-    writer.create_job(db, spec)
-    run = writer.start_run(db, spec["id"], regions=["US"], started_at=T0)
-    rid = writer.start_region(db, run, "US", provider_id="p", started_at=T0)
-    record_running(db, rid, ("m1", "q1"), ("m1", "q2"), ("m1", "q3"))
-    row_a, row_b, row_c = (
-        r[0]
-        for r in db.execute(
-            "SELECT id FROM executions WHERE cross_region_execution_id = %s ORDER BY id", (run,)
-        ).fetchall()
-    )
+    _, run, (row_a, row_b, row_c) = run_of_rows(db, ["m1"], ["q1", "q2", "q3"], "running")
     holder = connect(autocommit=False)
     holder.execute("SELECT 1 FROM executions WHERE id = %s FOR UPDATE", (row_c,))
-    delete = Background(
-        dsn, lambda conn: conn.execute("DELETE FROM cross_region_executions WHERE id = %s", (run,))
-    )
-    delete.start()
+    delete = deleting_run(dsn, run)
     observer = connect()
     wait_blocked_or_done(observer, delete.pid, delete)
     time.sleep(0.2)  # ten moments, within half of deadlock_timeout (1 s)
@@ -268,25 +277,9 @@ def test_run_delete_completes_while_writers_of_single_rows_keep_updating_its_row
     DELETE completes while they go on (it keeps the rows it has taken and waits for the others
     a moment each). (Once: it took all of them at once or none, and with every attempt some
     row was held elsewhere: it waited until the writers stopped.)"""
-    models = [f"m{i}" for i in range(100)]
-    questions = [f"q{i}" for i in range(50)]
-    spec = small_spec(models, questions, regions=("US",))
-    writer.create_job(db, spec)
-    run = writer.start_run(db, spec["id"], regions=["US"], started_at=T0)
-    rid = writer.start_region(db, run, "US", provider_id="p", started_at=T0)
-    elements = [element(m, q) for m in models for q in questions]
-    db.execute(
-        "UPDATE region_results SET execution_output = jsonb_build_object('executions', %s) "
-        "WHERE id = %s",
-        (Jsonb(elements), rid),
+    _, run, ids = run_of_rows(
+        db, [f"m{i}" for i in range(100)], [f"q{i}" for i in range(50)], "completed"
     )
-    ids = [
-        r[0]
-        for r in db.execute(
-            "SELECT id FROM executions WHERE cross_region_execution_id = %s", (run,)
-        ).fetchall()
-    ]
-    assert len(ids) == 5000
     deadline = time.monotonic() + 60
     stop = threading.Event()
     errors: list[Exception] = []
@@ -307,10 +300,7 @@ def test_run_delete_completes_while_writers_of_single_rows_keep_updating_its_row
     for t in writers:
         t.start()
     time.sleep(1)
-    delete = Background(
-        dsn, lambda conn: conn.execute("DELETE FROM cross_region_executions WHERE id = %s", (run,))
-    )
-    delete.start()
+    delete = deleting_run(dsn, run)
     delete.join(deadline - time.monotonic())
     finished_while_writing = not delete.is_alive() and all(t.is_alive() for t in writers)
     stop.set()
