@@ -39,6 +39,7 @@ from beaconsql.sqlfiles import named_queries
 # runner-app.md section 1.2 (0004): chk_jobs_status and chk_executions_status.
 JOB_STATUSES = ("created", "queued", "running", "completed", "failed", "cancelled")
 PAIR_STATUSES = ("pending", "running", "completed", "failed", "cancelled")
+FINISHED_PAIR_STATUSES = ("completed", "failed", "cancelled")
 # Region statuses the runner writes (section 2.4), plus cancelled for a cancelled region.
 REGION_STATUSES = ("success", "failed", "timeout", "cancelled")
 # Column sizes of the runner's schema (sections 1.2-1.4).
@@ -301,6 +302,10 @@ def pair_element(
 
     Shape (SPEC "Per-pair results"): ``{model_id, question_id, status, started_at,
     completed_at, output, receipt, error}``; times are RFC 3339 UTC strings (or null).
+    A finished pair (completed, failed, cancelled) recorded without *completed_at* finished
+    now, as the runner stamps it (runner-app.md section 2.3: "when that pair finished"); an
+    unfinished one keeps null. Without it the pair's row would take the region's
+    ``completed_at`` and change again when the region finishes.
     """
     _require_text("model_id", model_id, MAX_MODEL_ID)
     _require_text("question_id", question_id, MAX_QUESTION_ID)
@@ -309,6 +314,8 @@ def pair_element(
         raise InvalidArgumentError(f"error must be a string or None, got {type(error).__name__}")
     if error is not None:
         _require_storable_text("error", error)
+    if completed_at is None and status in FINISHED_PAIR_STATUSES:
+        completed_at = datetime.now(UTC)
     return {
         "model_id": model_id,
         "question_id": question_id,
@@ -341,7 +348,8 @@ def record_pair(
 
     *output* is the runner's ``output_data`` object (``{"response": ..., "metadata": ...}``),
     *receipt* its ``receipt_data`` (runner-app.md section 5); both None for a failed pair,
-    whose reason goes in *error*. Concurrent calls for pairs of one region lose nothing.
+    whose reason goes in *error*; times as :func:`pair_element` takes them. Concurrent calls
+    for pairs of one region lose nothing.
     Raises InvalidArgumentError when an argument is bad or the region result does not exist.
     """
     element = pair_element(

@@ -811,7 +811,7 @@ def test_region_results_mirror_apply_catches_up_after_triggers_were_disabled(db)
 
 
 def test_region_results_mirror_append_after_triggers_were_disabled_rederives_region(db):
-    spec = small_spec(models=("m1", "m2", "m3"), questions=("q1",))
+    spec = small_spec(models=("m1", "m2", "m3", "m4"), questions=("q1",))
     job_id, _, rid = writer_region(db, spec)
     record(db, rid, "m1", "q1")
     # Written while the mirror was off: the region finished, m2 recorded.
@@ -830,8 +830,10 @@ def test_region_results_mirror_append_after_triggers_were_disabled_rederives_reg
         ("m1", "q1"): ("completed", None, 3),
         ("m2", "q1"): ("failed", "skipped write", 3),
         ("m3", "q1"): ("completed", None, 3),
+        ("m4", "q1"): ("failed", "no result recorded", 1),
     }
-    assert {r["completed_at"] for r in mirrored(db, rid) if r["model_id"] == "m2"} == {NAIVE_FINISH}
+    # The region's finish is read too: m4, never recorded, ended with it.
+    assert {r["completed_at"] for r in mirrored(db, rid) if r["model_id"] == "m4"} == {NAIVE_FINISH}
     assert apply(db, rid)["updated"] == 0
 
 

@@ -50,6 +50,31 @@ def test_record_with_writer_worked_example_mirrors_18_distinct_rows(db, timezone
     assert first["completed_at"] == datetime(2025, 10, 12, 17, 0, 3)
 
 
+def test_a_finished_pair_recorded_without_a_time_finished_when_recorded(db):
+    spec = seed.jobspec(regions=["US"], models=["m1", "m2", "m3"], questions=["q1"])
+    writer.create_job(db, spec)
+    run_id = writer.start_run(db, spec["id"], regions=["US"])
+    region_id = writer.start_region(db, run_id, "US", provider_id="modal-us-east")
+    before = datetime.now(UTC)
+    writer.record_pair(db, region_id, model_id="m1", question_id="q1", status="completed")
+    writer.record_pair(db, region_id, model_id="m2", question_id="q1", status="failed")
+    writer.record_pair(db, region_id, model_id="m3", question_id="q1", status="running")
+    after = datetime.now(UTC)
+    rows = {r["model_id"]: r for r in executions_rows(db, spec["id"])}
+    for model_id in ("m1", "m2"):
+        assert before <= rows[model_id]["completed_at"].replace(tzinfo=UTC) <= after
+    assert rows["m3"]["completed_at"] is None
+    ids = [r["id"] for r in rows.values()]
+    version_of = "SELECT id, xmin::text FROM executions WHERE id = ANY (%s)"
+    before_finish = dict(db.execute(version_of, (ids,)).fetchall())
+
+    writer.finish_region(db, region_id, completed_at=datetime(2030, 1, 1, tzinfo=UTC))
+
+    # Only the unfinished pair's row changes with the region's end (it becomes failed).
+    after_finish = dict(db.execute(version_of, (ids,)).fetchall())
+    assert {i for i in ids if after_finish[i] != before_finish[i]} == {rows["m3"]["id"]}
+
+
 def test_finish_region_writes_runner_counts_and_first_answer(db):
     spec = seed.jobspec(regions=["US"], models=["llama3.2-1b", "mistral-7b"], questions=["q1"])
     writer.create_job(db, spec)
