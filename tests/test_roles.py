@@ -609,23 +609,32 @@ def test_scoped_reads_unaffected_by_planted_overloads(db):
     assert portal.executions_all(db, seed.SEED_JOBSPEC_ID) == expected_all
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="beaconsql.writer's statements (sql/queries/writer.sql) call functions unqualified "
-    "(jsonb_typeof, ...): with a schema ahead of pg_catalog in search_path, record_pair "
-    "overwrites the region's elements and 16 of the worked example's 18 pairs are lost",
-)
 def test_writer_unaffected_by_shadowing_functions(db):
-    """Repro: with evil.jsonb_typeof(jsonb) returning 'evil' and SET search_path = evil,
-    pg_catalog, public: seed.record_with_writer(conn, seed.jobspec()) leaves one element per
-    region in execution_output.executions; executions then holds 2 completed and 16 failed
-    rows ('all executions failed')."""
+    """With evil.jsonb_typeof(jsonb) returning 'evil' and SET search_path = evil, pg_catalog,
+    public, the writer's statements once called it: record_pair replaced the region's elements
+    with its own each time (one left per region) and executions held 2 completed and 16 failed
+    rows. Then, with its statements qualified, finish_region still closed both regions as
+    failed ('all executions failed', 0 of 1 pairs): the rule's helpers it inlines
+    (region_results_mirror_elements, jobs_mirror_models, jobs_mirror_questions) called it too,
+    until revision 0010."""
     with hostile_functions_first(db):
         recorded = seed.record_with_writer(db, seed.jobspec())
     statuses = db.execute(
         "SELECT status, count(*) FROM executions WHERE job_id = %s GROUP BY 1", (recorded.job_id,)
     ).fetchall()
     assert statuses == [("completed", 18)]
+    regions = db.execute(
+        "SELECT r.status, r.error_message, r.metadata ->> 'success_count', "
+        "r.metadata ->> 'total_executions' FROM region_results r "
+        "WHERE r.cross_region_execution_id = %s",
+        (recorded.run_id,),
+    ).fetchall()
+    assert regions == [("success", "", "9", "9")] * 2
+    run = db.execute(
+        "SELECT status, success_count FROM cross_region_executions WHERE id = %s",
+        (recorded.run_id,),
+    ).fetchone()
+    assert run == ("completed", 2)
 
 
 def record_and_count(db: psycopg.Connection[Any]) -> tuple[int, str]:

@@ -17,7 +17,8 @@ SELECT version_num FROM public.alembic_version LIMIT 1;
 -- (queries/status.sql, portal.sql, verify.sql) are among them, so that a command never meets a
 -- missing column where the stamp promised it. runner: a table or column of the runner's that
 -- the baseline verifies or adds (adopted, never dropped). Kinds: relation (a table or view),
--- column and trigger (table.name), function (a name in public).
+-- column and trigger (table.name), function (a name in public), function version (a name in
+-- public and, after a space, a text that only that version's body holds).
 SELECT o.revision, o.kind, o.name,
        CASE o.kind
            WHEN 'relation' THEN to_regclass('public.' || o.name) IS NOT NULL
@@ -32,6 +33,11 @@ SELECT o.revision, o.kind, o.name,
            WHEN 'function' THEN EXISTS (
                SELECT 1 FROM pg_catalog.pg_proc p
                WHERE p.pronamespace = 'public'::regnamespace AND p.proname = o.name)
+           WHEN 'function version' THEN EXISTS (
+               SELECT 1 FROM pg_catalog.pg_proc p
+               WHERE p.pronamespace = 'public'::regnamespace
+                 AND p.proname = split_part(o.name, ' ', 1)
+                 AND strpos(p.prosrc, substr(o.name, strpos(o.name, ' ') + 1)) > 0)
        END AS present,
        o.runner
 FROM (VALUES
@@ -60,7 +66,8 @@ FROM (VALUES
     (23, '0006', 'function', 'executions_unified_of_execution', false),
     (24, '0007', 'function', 'region_results_mirror_output_changed', false),
     (25, '0008', 'function', 'executions_unified_derives', false),
-    (26, '0009', 'function', 'cross_region_executions_mirror_lock_rows', false)
+    (26, '0009', 'function', 'cross_region_executions_mirror_lock_rows', false),
+    (27, '0010', 'function version', 'region_results_mirror_elements pg_catalog.jsonb_typeof', false)
 ) AS o(position, revision, kind, name, runner)
 ORDER BY o.position;
 

@@ -1,12 +1,15 @@
 -- Queries of beaconsql.writer: the reference way to record a run, into jobs,
 -- cross_region_executions and region_results only (SPEC "The writer"); the mirror triggers
 -- derive executions. Parameters are psycopg named placeholders; no literal percent signs here.
+-- They run in the caller's session, under its search_path: every function, operator and type
+-- they name is schema-qualified, so that none planted ahead of pg_catalog is the one used.
 
 -- name: create_job
 -- Insert a jobs row as the runner's JobsRepo.CreateJob does (runner-app.md section 2.1).
 INSERT INTO public.jobs (jobspec_id, jobspec_data, status, created_at, updated_at)
 VALUES (%(jobspec_id)s, %(jobspec_data)s, %(status)s,
-        (%(created_at)s::timestamptz AT TIME ZONE 'UTC'), (now() AT TIME ZONE 'UTC'))
+        (%(created_at)s::pg_catalog.timestamptz AT TIME ZONE 'UTC'),
+        (pg_catalog.now() AT TIME ZONE 'UTC'))
 RETURNING id;
 
 -- name: start_run
@@ -29,26 +32,32 @@ RETURNING id;
 -- same (model_id, question_id) in place, in one statement: concurrent calls for pairs of one
 -- region serialise on the row and each re-reads the latest version, so none is lost.
 UPDATE public.region_results r
-SET execution_output = jsonb_set(
-        CASE WHEN jsonb_typeof(r.execution_output) = 'object' THEN r.execution_output
-             ELSE '{}'::jsonb END,
+SET execution_output = pg_catalog.jsonb_set(
+        CASE WHEN pg_catalog.jsonb_typeof(r.execution_output) OPERATOR(pg_catalog.=) 'object'
+             THEN r.execution_output ELSE '{}'::pg_catalog.jsonb END,
         '{executions}',
         CASE
             WHEN EXISTS (SELECT 1
-                         FROM jsonb_array_elements(r.execution_output -> 'executions') el
-                         WHERE jsonb_typeof(r.execution_output -> 'executions') = 'array'
-                           AND el ->> 'model_id' = %(model_id)s
-                           AND el ->> 'question_id' = %(question_id)s)
-            THEN (SELECT jsonb_agg(CASE WHEN el ->> 'model_id' = %(model_id)s
-                                         AND el ->> 'question_id' = %(question_id)s
-                                        THEN %(element)s::jsonb ELSE el END ORDER BY ord)
-                  FROM jsonb_array_elements(r.execution_output -> 'executions')
+                         FROM pg_catalog.jsonb_array_elements(
+                                  r.execution_output OPERATOR(pg_catalog.->) 'executions') el
+                         WHERE pg_catalog.jsonb_typeof(r.execution_output OPERATOR(pg_catalog.->) 'executions')
+                                   OPERATOR(pg_catalog.=) 'array'
+                           AND el OPERATOR(pg_catalog.->>) 'model_id' OPERATOR(pg_catalog.=) %(model_id)s
+                           AND el OPERATOR(pg_catalog.->>) 'question_id' OPERATOR(pg_catalog.=) %(question_id)s)
+            THEN (SELECT pg_catalog.jsonb_agg(
+                             CASE WHEN el OPERATOR(pg_catalog.->>) 'model_id' OPERATOR(pg_catalog.=) %(model_id)s
+                                   AND el OPERATOR(pg_catalog.->>) 'question_id' OPERATOR(pg_catalog.=) %(question_id)s
+                                  THEN %(element)s::pg_catalog.jsonb ELSE el END
+                             ORDER BY ord)
+                  FROM pg_catalog.jsonb_array_elements(r.execution_output OPERATOR(pg_catalog.->) 'executions')
                        WITH ORDINALITY AS t(el, ord))
-            WHEN jsonb_typeof(r.execution_output -> 'executions') = 'array'
-            THEN (r.execution_output -> 'executions') || jsonb_build_array(%(element)s::jsonb)
-            ELSE jsonb_build_array(%(element)s::jsonb)
+            WHEN pg_catalog.jsonb_typeof(r.execution_output OPERATOR(pg_catalog.->) 'executions')
+                     OPERATOR(pg_catalog.=) 'array'
+            THEN (r.execution_output OPERATOR(pg_catalog.->) 'executions')
+                     OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_array(%(element)s::pg_catalog.jsonb)
+            ELSE pg_catalog.jsonb_build_array(%(element)s::pg_catalog.jsonb)
         END)
-WHERE r.id = %(region_result_id)s
+WHERE r.id OPERATOR(pg_catalog.=) %(region_result_id)s::pg_catalog.uuid
 RETURNING r.id;
 
 -- name: finish_region
@@ -60,42 +69,58 @@ RETURNING r.id;
 -- x questions(J), as the mirror rule reads them) and any other pair recorded.
 WITH current AS MATERIALIZED (
     SELECT r.id,
-           (SELECT count(*) FROM (
+           (SELECT pg_catalog.count(*) FROM (
                 SELECT m.model_id, q.question_id
-                FROM public.jobs_mirror_models(j.jobspec_data, r.model_id) m,
+                FROM public.jobs_mirror_models(j.jobspec_data, r.model_id::pg_catalog.text) m,
                      public.jobs_mirror_questions(j.jobspec_data) q
                 WHERE m.model_id IS NOT NULL AND q.question_id IS NOT NULL
                 UNION
                 SELECT e.model_id, e.question_id
-                FROM public.region_results_mirror_elements(r.execution_output -> 'executions') e
+                FROM public.region_results_mirror_elements(
+                         r.execution_output OPERATOR(pg_catalog.->) 'executions') e
                 WHERE e.wins) pairs) AS total,
-           (SELECT count(*) FROM public.region_results_mirror_elements(r.execution_output -> 'executions') e
-            WHERE e.wins AND lower(e.element ->> 'status') = 'completed') AS succeeded,
-           (SELECT e.element -> 'output' FROM public.region_results_mirror_elements(r.execution_output -> 'executions') e
-            WHERE e.wins AND lower(e.element ->> 'status') = 'completed'
+           (SELECT pg_catalog.count(*)
+            FROM public.region_results_mirror_elements(
+                     r.execution_output OPERATOR(pg_catalog.->) 'executions') e
+            WHERE e.wins
+              AND pg_catalog.lower(e.element OPERATOR(pg_catalog.->>) 'status')
+                  OPERATOR(pg_catalog.=) 'completed') AS succeeded,
+           (SELECT e.element OPERATOR(pg_catalog.->) 'output'
+            FROM public.region_results_mirror_elements(
+                     r.execution_output OPERATOR(pg_catalog.->) 'executions') e
+            WHERE e.wins
+              AND pg_catalog.lower(e.element OPERATOR(pg_catalog.->>) 'status')
+                  OPERATOR(pg_catalog.=) 'completed'
             ORDER BY e.ordinality LIMIT 1) AS first_output
     FROM public.region_results r
-    JOIN public.cross_region_executions x ON x.id = r.cross_region_execution_id
-    LEFT JOIN public.jobs j ON j.jobspec_id = x.jobspec_id
-    WHERE r.id = %(region_result_id)s
+    JOIN public.cross_region_executions x
+      ON x.id OPERATOR(pg_catalog.=) r.cross_region_execution_id
+    LEFT JOIN public.jobs j ON j.jobspec_id OPERATOR(pg_catalog.=) x.jobspec_id
+    WHERE r.id OPERATOR(pg_catalog.=) %(region_result_id)s::pg_catalog.uuid
     FOR NO KEY UPDATE OF r)
 UPDATE public.region_results r
-SET status = coalesce(%(status)s, CASE WHEN c.succeeded > 0 THEN 'success' ELSE 'failed' END),
-    completed_at = %(completed_at)s,
-    duration_ms = (extract(epoch FROM %(completed_at)s::timestamptz - r.started_at) * 1000)::bigint,
-    error_message = coalesce(%(error_message)s,
-                             CASE WHEN c.succeeded > 0 THEN '' ELSE 'all executions failed' END),
-    metadata = coalesce(r.metadata, '{}'::jsonb) || jsonb_build_object(
-        'success_count', c.succeeded,
-        'failure_count', greatest(c.total - c.succeeded, 0),
-        'total_executions', c.total),
+SET status = coalesce(%(status)s::pg_catalog.text,
+                      CASE WHEN c.succeeded OPERATOR(pg_catalog.>) 0 THEN 'success' ELSE 'failed' END),
+    completed_at = %(completed_at)s::pg_catalog.timestamptz,
+    duration_ms = (extract(epoch FROM %(completed_at)s::pg_catalog.timestamptz
+                                      OPERATOR(pg_catalog.-) r.started_at)
+                   OPERATOR(pg_catalog.*) 1000)::bigint,
+    error_message = coalesce(%(error_message)s::pg_catalog.text,
+                             CASE WHEN c.succeeded OPERATOR(pg_catalog.>) 0 THEN ''
+                                  ELSE 'all executions failed' END),
+    metadata = coalesce(r.metadata, '{}'::pg_catalog.jsonb) OPERATOR(pg_catalog.||)
+               pg_catalog.jsonb_build_object(
+                   'success_count', c.succeeded,
+                   'failure_count', greatest(c.total OPERATOR(pg_catalog.-) c.succeeded, 0),
+                   'total_executions', c.total),
     execution_output = CASE
         WHEN c.first_output IS NULL THEN r.execution_output
-        ELSE jsonb_set(coalesce(r.execution_output, '{}'::jsonb), '{data}', c.first_output)
-                 || jsonb_build_object('hash', '') END
+        ELSE pg_catalog.jsonb_set(coalesce(r.execution_output, '{}'::pg_catalog.jsonb), '{data}',
+                                  c.first_output)
+                 OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_object('hash', '') END
 FROM current c
-WHERE r.id = c.id
-RETURNING r.status, c.succeeded, greatest(c.total - c.succeeded, 0), c.total;
+WHERE r.id OPERATOR(pg_catalog.=) c.id
+RETURNING r.status, c.succeeded, greatest(c.total OPERATOR(pg_catalog.-) c.succeeded, 0), c.total;
 
 -- name: finish_run
 -- Close a run as the runner does after all regions (runner-app.md section 2.4): completed when
@@ -103,28 +128,31 @@ RETURNING r.status, c.succeeded, greatest(c.total - c.succeeded, 0), c.total;
 -- only the first holds, else failed.
 UPDATE public.cross_region_executions x
 SET success_count = s.succeeded,
-    failure_count = s.regions - s.succeeded,
+    failure_count = s.regions OPERATOR(pg_catalog.-) s.succeeded,
     status = CASE
-        WHEN s.succeeded >= x.min_regions_required
-             AND s.succeeded::numeric / greatest(x.total_regions, 1) >= x.min_success_rate THEN 'completed'
-        WHEN s.succeeded >= x.min_regions_required THEN 'partial'
+        WHEN s.succeeded OPERATOR(pg_catalog.>=) x.min_regions_required
+             AND s.succeeded::numeric OPERATOR(pg_catalog./) greatest(x.total_regions, 1)
+                 OPERATOR(pg_catalog.>=) x.min_success_rate THEN 'completed'
+        WHEN s.succeeded OPERATOR(pg_catalog.>=) x.min_regions_required THEN 'partial'
         ELSE 'failed' END,
-    completed_at = %(completed_at)s,
-    duration_ms = (extract(epoch FROM %(completed_at)s::timestamptz - x.started_at) * 1000)::bigint
-FROM (SELECT count(*) FILTER (WHERE r.status = 'success') AS succeeded,
-             greatest(count(*), max(x2.total_regions)) AS regions
+    completed_at = %(completed_at)s::pg_catalog.timestamptz,
+    duration_ms = (extract(epoch FROM %(completed_at)s::pg_catalog.timestamptz
+                                      OPERATOR(pg_catalog.-) x.started_at)
+                   OPERATOR(pg_catalog.*) 1000)::bigint
+FROM (SELECT pg_catalog.count(*) FILTER (WHERE r.status OPERATOR(pg_catalog.=) 'success') AS succeeded,
+             greatest(pg_catalog.count(*), pg_catalog.max(x2.total_regions)) AS regions
       FROM public.cross_region_executions x2
-      LEFT JOIN public.region_results r ON r.cross_region_execution_id = x2.id
-      WHERE x2.id = %(run_id)s) s
-WHERE x.id = %(run_id)s
+      LEFT JOIN public.region_results r ON r.cross_region_execution_id OPERATOR(pg_catalog.=) x2.id
+      WHERE x2.id OPERATOR(pg_catalog.=) %(run_id)s::pg_catalog.uuid) s
+WHERE x.id OPERATOR(pg_catalog.=) %(run_id)s::pg_catalog.uuid
 RETURNING x.status, x.jobspec_id, x.success_count, x.failure_count;
 
 -- name: set_job_status
 -- The jobs row follows its run: partial is stored as running, since chk_jobs_status has no
 -- partial (runner-app.md sections 2.4, 9).
 UPDATE public.jobs
-SET status = CASE %(run_status)s WHEN 'completed' THEN 'completed'
-                                 WHEN 'failed' THEN 'failed'
-                                 ELSE 'running' END,
-    updated_at = now() AT TIME ZONE 'UTC'
-WHERE jobspec_id = %(jobspec_id)s;
+SET status = CASE WHEN %(run_status)s::pg_catalog.text OPERATOR(pg_catalog.=) 'completed' THEN 'completed'
+                  WHEN %(run_status)s::pg_catalog.text OPERATOR(pg_catalog.=) 'failed' THEN 'failed'
+                  ELSE 'running' END,
+    updated_at = pg_catalog.now() AT TIME ZONE 'UTC'
+WHERE jobspec_id OPERATOR(pg_catalog.=) %(jobspec_id)s;
