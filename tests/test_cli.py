@@ -852,7 +852,8 @@ def test_stamped_head_without_the_mirror_is_described_then_repaired(empty_db):
         "executions_unified_of_job, executions_unified_of_execution; 0007: "
         "region_results_mirror_output_changed; 0008: executions_unified_derives; 0009: "
         "cross_region_executions_mirror_lock_rows; 0010: region_results_mirror_elements "
-        "pg_catalog.jsonb_typeof); its objects are those of 0001. Run "
+        "pg_catalog.jsonb_typeof; 0011: region_results_mirror_narrow); its objects are those "
+        "of 0001. Run "
         "`beaconsql "
         "upgrade`: it re-stamps at 0001 and runs the revisions after it again (each is safe "
         "to rerun).",

@@ -437,6 +437,7 @@ def test_only_the_rule_is_public_and_writes_run_with_owner_rights(db):
             "region_results_mirror_plan(uuid[],text[],boolean)",
             "region_results_mirror_changed_pairs(jsonb,jsonb)",
             "region_results_mirror_output_changed(jsonb,jsonb,jsonb,jsonb)",
+            "region_results_mirror_narrow(region_results,text[])",
             "executions_mirror_insert(executions_mirror_row[])",
             "executions_mirror_update(integer[],executions_mirror_row[])",
         ):  # read-only, or called by owner-rights functions only

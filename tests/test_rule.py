@@ -789,6 +789,56 @@ def test_region_results_mirror_property_materialised_rows_equal_the_rule(
     assert executions_xmins(db) == xmins
 
 
+# The rule's rows of some pairs, asked with the region result whole or narrowed to their
+# elements (region_results_mirror_narrow): compared as text, sorted.
+RULE_OF_PAIRS = """
+SELECT f.mirror_row::text, f.stored, f.anomaly_kind::text, f.anomaly_detail
+FROM region_results_mirror_inputs i,
+     LATERAL region_results_mirror_rows(
+         CASE WHEN %(narrowed)s THEN region_results_mirror_narrow(i.region_result, %(pairs)s)
+              ELSE i.region_result END,
+         i.job_id, i.jobspec_data, i.job_status, %(pairs)s) f
+WHERE i.region_result_id = %(id)s
+ORDER BY 1, 2, 3, 4
+"""
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    spec=specs(),
+    region=region_states(),
+    asked=st.lists(
+        st.tuples(
+            st.sampled_from(MODEL_POOL + ["m9", "m" * 51, ""]),
+            st.sampled_from(QUESTION_POOL + ["q9"]),
+        ),
+        min_size=1,
+        max_size=3,
+    ),
+)
+def test_region_results_mirror_rows_of_some_pairs_are_those_of_their_elements(
+    db, spec, region, asked
+):
+    if spec is not None:
+        make_job(db, jobspec_id=spec["id"], jobspec_data=spec)
+        run = make_run(db, jobspec_id=spec["id"])
+    else:
+        run = make_run(db)
+    rr = make_region_result(db, cross_region_execution_id=run["id"], **region)
+    keys = [json.dumps([m, q]) for m, q in asked]
+    rows = {
+        narrowed: db.execute(
+            RULE_OF_PAIRS, {"narrowed": narrowed, "pairs": keys, "id": rr["id"]}
+        ).fetchall()
+        for narrowed in (False, True)
+    }
+    assert rows[True] == rows[False]
+
+
 # --------------------------------------------------------------------------------------------
 # Hostile JSON: every runner write commits; the rows are the rule's
 # --------------------------------------------------------------------------------------------

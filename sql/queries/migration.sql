@@ -67,7 +67,8 @@ FROM (VALUES
     (24, '0007', 'function', 'region_results_mirror_output_changed', false),
     (25, '0008', 'function', 'executions_unified_derives', false),
     (26, '0009', 'function', 'cross_region_executions_mirror_lock_rows', false),
-    (27, '0010', 'function version', 'region_results_mirror_elements pg_catalog.jsonb_typeof', false)
+    (27, '0010', 'function version', 'region_results_mirror_elements pg_catalog.jsonb_typeof', false),
+    (28, '0011', 'function', 'region_results_mirror_narrow', false)
 ) AS o(position, revision, kind, name, runner)
 ORDER BY o.position;
 
