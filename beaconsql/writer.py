@@ -302,10 +302,12 @@ def pair_element(
 
     Shape (SPEC "Per-pair results"): ``{model_id, question_id, status, started_at,
     completed_at, output, receipt, error}``; times are RFC 3339 UTC strings (or null).
-    A finished pair (completed, failed, cancelled) recorded without *completed_at* finished
-    now, as the runner stamps it (runner-app.md section 2.3: "when that pair finished"); an
-    unfinished one keeps null. Without it the pair's row would take the region's
-    ``completed_at`` and change again when the region finishes.
+    A finished pair (completed, failed, cancelled) given without *completed_at* finished now,
+    as the runner stamps it (runner-app.md section 2.3: "when that pair finished"; a time not
+    given is the time of the call, as everywhere in the writer); :func:`record_pair` raises
+    that time to the pair's or the region's start when it is earlier (a clock behind them), so
+    that no duration is negative. An unfinished pair keeps null. Without a time the pair's row
+    would take the region's ``completed_at`` and change again when the region finishes.
     """
     _require_text("model_id", model_id, MAX_MODEL_ID)
     _require_text("question_id", question_id, MAX_QUESTION_ID)
@@ -314,7 +316,7 @@ def pair_element(
         raise InvalidArgumentError(f"error must be a string or None, got {type(error).__name__}")
     if error is not None:
         _require_storable_text("error", error)
-    if completed_at is None and status in FINISHED_PAIR_STATUSES:
+    if _finished_now(status, completed_at):
         completed_at = datetime.now(UTC)
     return {
         "model_id": model_id,
@@ -328,6 +330,11 @@ def pair_element(
         "receipt": _require_json("receipt", receipt),
         "error": error,
     }
+
+
+def _finished_now(status: str, completed_at: datetime | None) -> bool:
+    """Whether a pair recorded with *status* and *completed_at* is stamped as finished now."""
+    return completed_at is None and status in FINISHED_PAIR_STATUSES
 
 
 def record_pair(
@@ -370,6 +377,7 @@ def record_pair(
             "model_id": model_id,
             "question_id": question_id,
             "element": Jsonb(element),
+            "finished_now": _finished_now(status, completed_at),
         },
     ).fetchone()
     if row is None:

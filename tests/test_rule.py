@@ -630,7 +630,7 @@ time_values = st.one_of(
 def elements_of(draw: st.DrawFn) -> Any:
     out: list[Any] = []
     for _ in range(draw(st.integers(0, 6))):
-        kind = draw(st.sampled_from(["pair"] * 6 + ["garbage", "no_model", "long"]))
+        kind = draw(st.sampled_from(["pair"] * 6 + ["garbage", "no_model", "long", "wrapped"]))
         if kind == "garbage":
             out.append(draw(st.sampled_from(["x", 1, None, [], {"a": 1}])))
             continue
@@ -650,7 +650,8 @@ def elements_of(draw: st.DrawFn) -> Any:
             el.pop("model_id")
         if kind == "long":
             el["model_id"] = "m" * 51
-        out.append(el)
+        # An element that is an array holding a usable element: not an object, skipped.
+        out.append([el] if kind == "wrapped" else el)
     return out
 
 
@@ -833,6 +834,48 @@ def test_region_results_mirror_rows_of_some_pairs_are_those_of_their_elements(
     rows = {
         narrowed: db.execute(
             RULE_OF_PAIRS, {"narrowed": narrowed, "pairs": keys, "id": rr["id"]}
+        ).fetchall()
+        for narrowed in (False, True)
+    }
+    assert rows[True] == rows[False]
+
+
+def _pair_element(response: str, status: str = "completed") -> dict[str, Any]:
+    return {
+        "model_id": "m1",
+        "question_id": "q1",
+        "status": status,
+        "output": {"response": response},
+    }
+
+
+@pytest.mark.parametrize(
+    "elements, completed_at",
+    [
+        # an array among the elements, holding an element of the pair: skipped by the rule
+        ([_pair_element("A"), [_pair_element("B")]], None),
+        ([[_pair_element("B")]], FINISHED_AT),
+        ([_pair_element("A"), [{"model_id": "m2", "question_id": "q1"}, _pair_element("B")]], None),
+        # ids that are arrays or numbers
+        ([_pair_element("A"), {**_pair_element("B"), "model_id": ["m1"]}], None),
+        ([_pair_element("A"), {**_pair_element("B"), "question_id": 1}], None),
+    ],
+)
+@pytest.mark.parametrize("asked", [['["m1", "q1"]'], ['["m1", "q1"]', None]])
+def test_region_results_mirror_narrow_leaves_what_the_rule_skips(db, elements, completed_at, asked):
+    spec = small_spec(models=("m1",), questions=("q1",))
+    make_job(db, jobspec_id=spec["id"], jobspec_data=spec)
+    run = make_run(db, jobspec_id=spec["id"])
+    rr = make_region_result(
+        db,
+        cross_region_execution_id=run["id"],
+        execution_output={"executions": elements},
+        status="success" if completed_at else "running",
+        completed_at=completed_at,
+    )
+    rows = {
+        narrowed: db.execute(
+            RULE_OF_PAIRS, {"narrowed": narrowed, "pairs": asked, "id": rr["id"]}
         ).fetchall()
         for narrowed in (False, True)
     }

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -73,6 +73,38 @@ def test_a_finished_pair_recorded_without_a_time_finished_when_recorded(db):
     # Only the unfinished pair's row changes with the region's end (it becomes failed).
     after_finish = dict(db.execute(version_of, (ids,)).fetchall())
     assert {i for i in ids if after_finish[i] != before_finish[i]} == {rows["m3"]["id"]}
+
+
+def test_a_pair_stamped_as_finished_now_never_finishes_before_it_started(db):
+    spec = seed.jobspec(regions=["US"], models=["m1", "m2", "m3"], questions=["q1"])
+    writer.create_job(db, spec)
+    run_id = writer.start_run(db, spec["id"], regions=["US"])
+    # A caller's clock behind the times it passes: the region and a pair start in an hour.
+    later = datetime.now(UTC) + timedelta(hours=1)
+    region_id = writer.start_region(db, run_id, "US", started_at=later)
+    writer.record_pair(db, region_id, model_id="m1", question_id="q1", status="completed")
+    writer.record_pair(
+        db,
+        region_id,
+        model_id="m2",
+        question_id="q1",
+        status="failed",
+        started_at=later + timedelta(minutes=5),
+    )
+    rows = {r["model_id"]: r for r in executions_rows(db, spec["id"])}
+    assert rows["m1"]["completed_at"] == rows["m1"]["started_at"] == later.replace(tzinfo=None)
+    assert rows["m2"]["completed_at"] == rows["m2"]["started_at"]
+    assert rows["m2"]["started_at"] == (later + timedelta(minutes=5)).replace(tzinfo=None)
+    # A region whose start no client can hold: the pair is still recorded, stamped as given.
+    db.execute("UPDATE region_results SET started_at = 'infinity' WHERE id = %s", (region_id,))
+    writer.record_pair(db, region_id, model_id="m3", question_id="q1", status="completed")
+    elements = scalar(
+        db,
+        "SELECT execution_output -> 'executions' FROM region_results WHERE id = %s",
+        (region_id,),
+    )
+    assert [e["model_id"] for e in elements] == ["m1", "m2", "m3"]
+    assert elements[2]["completed_at"] is not None
 
 
 def test_finish_region_writes_runner_counts_and_first_answer(db):

@@ -30,9 +30,12 @@ RETURNING id;
 -- name: record_pair
 -- Append one pair's element to execution_output.executions, or replace the element of the
 -- same (model_id, question_id) in place, in one statement: concurrent calls for pairs of one
--- region serialise on the row and each re-reads the latest version, so none is lost.
+-- region serialise on the row and each re-reads the latest version, so none is lost. An element
+-- the writer stamped as finished now (finished_now) finishes no earlier than its own or its
+-- region's start.
 UPDATE public.region_results r
-SET execution_output = pg_catalog.jsonb_set(
+SET execution_output = (
+    SELECT pg_catalog.jsonb_set(
         CASE WHEN pg_catalog.jsonb_typeof(r.execution_output) OPERATOR(pg_catalog.=) 'object'
              THEN r.execution_output ELSE '{}'::pg_catalog.jsonb END,
         '{executions}',
@@ -47,16 +50,27 @@ SET execution_output = pg_catalog.jsonb_set(
             THEN (SELECT pg_catalog.jsonb_agg(
                              CASE WHEN el OPERATOR(pg_catalog.->>) 'model_id' OPERATOR(pg_catalog.=) %(model_id)s
                                    AND el OPERATOR(pg_catalog.->>) 'question_id' OPERATOR(pg_catalog.=) %(question_id)s
-                                  THEN %(element)s::pg_catalog.jsonb ELSE el END
+                                  THEN pair.element ELSE el END
                              ORDER BY ord)
                   FROM pg_catalog.jsonb_array_elements(r.execution_output OPERATOR(pg_catalog.->) 'executions')
                        WITH ORDINALITY AS t(el, ord))
             WHEN pg_catalog.jsonb_typeof(r.execution_output OPERATOR(pg_catalog.->) 'executions')
                      OPERATOR(pg_catalog.=) 'array'
             THEN (r.execution_output OPERATOR(pg_catalog.->) 'executions')
-                     OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_array(%(element)s::pg_catalog.jsonb)
-            ELSE pg_catalog.jsonb_build_array(%(element)s::pg_catalog.jsonb)
+                     OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_array(pair.element)
+            ELSE pg_catalog.jsonb_build_array(pair.element)
         END)
+    FROM (SELECT CASE WHEN NOT %(finished_now)s THEN given.element
+                      -- (an infinite start leaves the time as stamped)
+                      ELSE coalesce(pg_catalog.jsonb_set(given.element, '{completed_at}', pg_catalog.to_jsonb(
+                               pg_catalog.to_char(
+                                   greatest((given.element OPERATOR(pg_catalog.->>) 'completed_at')::pg_catalog.timestamptz,
+                                            (given.element OPERATOR(pg_catalog.->>) 'started_at')::pg_catalog.timestamptz,
+                                            r.started_at) AT TIME ZONE 'UTC',
+                                   'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))),
+                                    given.element)
+                 END AS element
+          FROM (SELECT %(element)s::pg_catalog.jsonb AS element) given) pair)
 WHERE r.id OPERATOR(pg_catalog.=) %(region_result_id)s::pg_catalog.uuid
 RETURNING r.id;
 
