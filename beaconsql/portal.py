@@ -49,11 +49,11 @@ from psycopg.rows import class_row
 from beaconsql import db
 from beaconsql.errors import InvalidArgumentError, NotFoundError
 from beaconsql.sqlfiles import named_queries
+from beaconsql.writer import FINISHED_PAIR_STATUSES as FINISHED
 from beaconsql.writer import MAX_JSON_DEPTH
+from beaconsql.writer import PAIR_STATUSES as STATUSES
 
 DEFAULT_MODEL = "llama3.2-1b"
-STATUSES = ("pending", "running", "completed", "failed", "cancelled")
-FINISHED = ("completed", "failed", "cancelled")
 PAGE_LIMIT_DEFAULT = 20
 PAGE_LIMIT_MAX = 200
 # PostgreSQL's bigint: the largest OFFSET the server takes, and the range of an execution id
