@@ -10,6 +10,7 @@ import re
 import threading
 import uuid
 from collections.abc import Callable
+from contextlib import nullcontext
 from datetime import timedelta
 from typing import Any
 
@@ -45,6 +46,7 @@ from helpers import (
     pairs,
     region_exists,
     run_blocking,
+    scalar,
     sequence_state,
     shown_pairs,
     triggers_skipped,
@@ -808,6 +810,23 @@ def test_region_results_mirror_apply_catches_up_after_triggers_were_disabled(db)
         ("m1", "q1"): ("completed", None, 3),
         ("m2", "q1"): ("completed", None, 3),
     }
+
+
+@pytest.mark.parametrize("one_transaction", [True, False])
+def test_the_state_says_finished_once_the_region_result_is(db, one_transaction):
+    """A region result started and finished in one transaction keeps one xmin: the state was
+    recorded at its start (not finished) and was not recorded again at its finish."""
+    spec = small_spec(models=("m1",), questions=("q1",))
+    writer.create_job(db, spec)
+    run_id = writer.start_run(db, spec["id"], regions=["US"], started_at=STARTED_AT)
+    with db.transaction() if one_transaction else nullcontext():
+        rid = writer.start_region(db, run_id, "US", started_at=STARTED_AT)
+        writer.record_pair(db, rid, model_id="m1", question_id="q1", status="completed")
+        writer.finish_region(db, rid, completed_at=FINISHED_AT)
+    finished = scalar(
+        db, "SELECT finished FROM region_results_mirror_state WHERE region_result_id = %s", (rid,)
+    )
+    assert finished is True
 
 
 def test_region_results_mirror_append_after_triggers_were_disabled_rederives_region(db):

@@ -10,8 +10,10 @@ rows. Version 2 of the plan (sql/mirror/apply/region_results_mirror_plan.v2.sql)
 detach trigger function (sql/mirror/triggers/executions_mirror.v2.sql) hand it to the rule when
 they ask about some pairs only. Version 1 had the rule go through every element of the region
 each time: a statement changing k rows of a region of n pairs took time in k·n, and each
-replaced element of a large region cost a pass over all of them twice. The downgrade runs
-version 1 of both again and drops the function.
+replaced element of a large region cost a pass over all of them twice. Version 2 of the plan
+also records the state again when whether the region result is finished changed (one started
+and finished in one transaction keeps its xmin, and version 1 left `finished` false). The
+downgrade runs version 1 of both again and drops the function.
 """
 
 from __future__ import annotations

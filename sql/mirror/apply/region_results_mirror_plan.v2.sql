@@ -1,6 +1,9 @@
 -- Version 2 (revision 0011): the rule is asked about only_pairs with the region result narrowed
 -- to their elements (region_results_mirror_narrow): the same rows, found without going through
--- every element of a region of thousands for the one pair an update changed.
+-- every element of a region of thousands for the one pair an update changed. And the state is
+-- recorded again when whether the region result is finished changed: version 1 compared its
+-- xmin alone, which a region result started and finished in one transaction keeps, and so
+-- left `finished` false.
 
 -- region_results_mirror_plan(region_result_ids, only_pairs, record_state): what materialising
 -- the rule for these region results would change in executions and in the mirror's tables,
@@ -94,13 +97,16 @@ BEGIN
     WHERE d.action IS NOT NULL
     UNION ALL
     -- The state: the versions of R and J the rows now reflect, and whether R is finished.
-    SELECT 'record_state', NULL, s.id, NULL, NULL, s.rx, s.fp,
-           public.executions_mirror_finished(
-               public.region_results_mirror_region_status((s.rr).status::text, (s.rr).completed_at)),
-           NULL, NULL
+    SELECT 'record_state', NULL, s.id, NULL, NULL, s.rx, s.fp, f.finished, NULL, NULL
     FROM src s
+    CROSS JOIN LATERAL (SELECT public.executions_mirror_finished(
+                            public.region_results_mirror_region_status((s.rr).status::text,
+                                                                       (s.rr).completed_at))
+                        AS finished) f
     WHERE record_state
-      AND (NOT s.has_state OR s.state_xmin IS DISTINCT FROM s.rx OR s.state_fp IS DISTINCT FROM s.fp)
+      AND (NOT s.has_state OR s.state_xmin IS DISTINCT FROM s.rx OR s.state_fp IS DISTINCT FROM s.fp
+           -- (a region result started and finished in one transaction keeps its xmin)
+           OR s.state_finished IS DISTINCT FROM f.finished)
     UNION ALL
     SELECT 'forget_state', NULL, st.region_result_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL
     FROM public.region_results_mirror_state st
