@@ -14,7 +14,7 @@ from __future__ import annotations
 import uuid
 from collections import Counter
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -198,14 +198,17 @@ def job_and_run(
 
 
 def writer_region(
-    conn: psycopg.Connection[Any], spec: dict[str, Any], region: str = "US"
+    conn: psycopg.Connection[Any],
+    spec: dict[str, Any],
+    region: str = "US",
+    started_at: datetime = STARTED_AT,
 ) -> tuple[int, uuid.UUID, uuid.UUID]:
     """A job recorded through the writer with one started region; returns (job id, run id,
     region result id)."""
     job_id = writer.create_job(conn, spec)
-    run_id = writer.start_run(conn, spec["id"], regions=[region], started_at=STARTED_AT)
+    run_id = writer.start_run(conn, spec["id"], regions=[region], started_at=started_at)
     region_id = writer.start_region(
-        conn, run_id, region, provider_id=seed.PROVIDERS[region], started_at=STARTED_AT
+        conn, run_id, region, provider_id=seed.PROVIDERS[region], started_at=started_at
     )
     return job_id, run_id, region_id
 

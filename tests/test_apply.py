@@ -817,10 +817,8 @@ def test_the_state_says_finished_once_the_region_result_is(db, one_transaction):
     """A region result started and finished in one transaction keeps one xmin: the state was
     recorded at its start (not finished) and was not recorded again at its finish."""
     spec = small_spec(models=("m1",), questions=("q1",))
-    writer.create_job(db, spec)
-    run_id = writer.start_run(db, spec["id"], regions=["US"], started_at=STARTED_AT)
     with db.transaction() if one_transaction else nullcontext():
-        rid = writer.start_region(db, run_id, "US", started_at=STARTED_AT)
+        _, _, rid = writer_region(db, spec)
         writer.record_pair(db, rid, model_id="m1", question_id="q1", status="completed")
         writer.finish_region(db, rid, completed_at=FINISHED_AT)
     finished = scalar(

@@ -713,11 +713,27 @@ def specs(draw: st.DrawFn) -> dict[str, Any] | None:
     return spec
 
 
-@settings(
+# The rule's property tests: 60 drawn cases each, on the test's own database.
+property_settings = settings(
     max_examples=60,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
+
+
+def drawn_region_result(
+    db: psycopg.Connection[Any], spec: dict[str, Any] | None, region: dict[str, Any]
+) -> dict[str, Any]:
+    """A region result of *region*'s fields, in a run of *spec*'s job (None: no jobs row)."""
+    if spec is not None:
+        make_job(db, jobspec_id=spec["id"], jobspec_data=spec)
+        run = make_run(db, jobspec_id=spec["id"])
+    else:
+        run = make_run(db)
+    return make_region_result(db, cross_region_execution_id=run["id"], **region)
+
+
+@property_settings
 @given(
     spec=specs(),
     first=region_states(),
@@ -728,12 +744,7 @@ def specs(draw: st.DrawFn) -> dict[str, Any] | None:
 def test_region_results_mirror_property_materialised_rows_equal_the_rule(
     db, spec, first, second, second_kind, extra
 ):
-    if spec is not None:
-        make_job(db, jobspec_id=spec["id"], jobspec_data=spec)
-        run = make_run(db, jobspec_id=spec["id"])
-    else:
-        run = make_run(db)
-    rr = make_region_result(db, cross_region_execution_id=run["id"], **first)
+    rr = drawn_region_result(db, spec, first)
     if second_kind == "replace":
         db.execute(
             "UPDATE region_results SET status = %s, completed_at = %s, error_message = %s, "
@@ -804,11 +815,19 @@ ORDER BY 1, 2, 3, 4
 """
 
 
-@settings(
-    max_examples=60,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+def assert_narrowing_keeps_the_rows(
+    db: psycopg.Connection[Any], region_result_id: uuid.UUID, pairs: list[str | None]
+) -> None:
+    whole, narrowed = (
+        db.execute(
+            RULE_OF_PAIRS, {"narrowed": narrowed, "pairs": pairs, "id": region_result_id}
+        ).fetchall()
+        for narrowed in (False, True)
+    )
+    assert narrowed == whole
+
+
+@property_settings
 @given(
     spec=specs(),
     region=region_states(),
@@ -824,62 +843,38 @@ ORDER BY 1, 2, 3, 4
 def test_region_results_mirror_rows_of_some_pairs_are_those_of_their_elements(
     db, spec, region, asked
 ):
-    if spec is not None:
-        make_job(db, jobspec_id=spec["id"], jobspec_data=spec)
-        run = make_run(db, jobspec_id=spec["id"])
-    else:
-        run = make_run(db)
-    rr = make_region_result(db, cross_region_execution_id=run["id"], **region)
-    keys = [json.dumps([m, q]) for m, q in asked]
-    rows = {
-        narrowed: db.execute(
-            RULE_OF_PAIRS, {"narrowed": narrowed, "pairs": keys, "id": rr["id"]}
-        ).fetchall()
-        for narrowed in (False, True)
-    }
-    assert rows[True] == rows[False]
+    rr = drawn_region_result(db, spec, region)
+    assert_narrowing_keeps_the_rows(db, rr["id"], [json.dumps([m, q]) for m, q in asked])
 
 
-def _pair_element(response: str, status: str = "completed") -> dict[str, Any]:
-    return {
-        "model_id": "m1",
-        "question_id": "q1",
-        "status": status,
-        "output": {"response": response},
-    }
+PAIR_A = element("m1", "q1", output={"response": "A"})
+PAIR_B = element("m1", "q1", output={"response": "B"})
 
 
 @pytest.mark.parametrize(
     "elements, completed_at",
     [
         # an array among the elements, holding an element of the pair: skipped by the rule
-        ([_pair_element("A"), [_pair_element("B")]], None),
-        ([[_pair_element("B")]], FINISHED_AT),
-        ([_pair_element("A"), [{"model_id": "m2", "question_id": "q1"}, _pair_element("B")]], None),
+        ([PAIR_A, [PAIR_B]], None),
+        ([[PAIR_B]], FINISHED_AT),
+        ([PAIR_A, [element("m2", "q1"), PAIR_B]], None),
         # ids that are arrays or numbers
-        ([_pair_element("A"), {**_pair_element("B"), "model_id": ["m1"]}], None),
-        ([_pair_element("A"), {**_pair_element("B"), "question_id": 1}], None),
+        ([PAIR_A, {**PAIR_B, "model_id": ["m1"]}], None),
+        ([PAIR_A, {**PAIR_B, "question_id": 1}], None),
     ],
 )
 @pytest.mark.parametrize("asked", [['["m1", "q1"]'], ['["m1", "q1"]', None]])
 def test_region_results_mirror_narrow_leaves_what_the_rule_skips(db, elements, completed_at, asked):
-    spec = small_spec(models=("m1",), questions=("q1",))
-    make_job(db, jobspec_id=spec["id"], jobspec_data=spec)
-    run = make_run(db, jobspec_id=spec["id"])
-    rr = make_region_result(
+    rr = drawn_region_result(
         db,
-        cross_region_execution_id=run["id"],
-        execution_output={"executions": elements},
-        status="success" if completed_at else "running",
-        completed_at=completed_at,
+        small_spec(models=("m1",), questions=("q1",)),
+        {
+            "execution_output": {"executions": elements},
+            "status": "success" if completed_at else "running",
+            "completed_at": completed_at,
+        },
     )
-    rows = {
-        narrowed: db.execute(
-            RULE_OF_PAIRS, {"narrowed": narrowed, "pairs": asked, "id": rr["id"]}
-        ).fetchall()
-        for narrowed in (False, True)
-    }
-    assert rows[True] == rows[False]
+    assert_narrowing_keeps_the_rows(db, rr["id"], asked)
 
 
 # --------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from typing import Any
 import psycopg
 import pytest
 from conftest import dsn_of
+from factories import writer_region
 from helpers import scalar
 
 from beaconsql import migration, seed, writer
@@ -52,9 +53,7 @@ def test_record_with_writer_worked_example_mirrors_18_distinct_rows(db, timezone
 
 def test_a_finished_pair_recorded_without_a_time_finished_when_recorded(db):
     spec = seed.jobspec(regions=["US"], models=["m1", "m2", "m3"], questions=["q1"])
-    writer.create_job(db, spec)
-    run_id = writer.start_run(db, spec["id"], regions=["US"])
-    region_id = writer.start_region(db, run_id, "US", provider_id="modal-us-east")
+    _, _, region_id = writer_region(db, spec)
     before = datetime.now(UTC)
     writer.record_pair(db, region_id, model_id="m1", question_id="q1", status="completed")
     writer.record_pair(db, region_id, model_id="m2", question_id="q1", status="failed")
@@ -77,11 +76,9 @@ def test_a_finished_pair_recorded_without_a_time_finished_when_recorded(db):
 
 def test_a_pair_stamped_as_finished_now_never_finishes_before_it_started(db):
     spec = seed.jobspec(regions=["US"], models=["m1", "m2", "m3"], questions=["q1"])
-    writer.create_job(db, spec)
-    run_id = writer.start_run(db, spec["id"], regions=["US"])
     # A caller's clock behind the times it passes: the region and a pair start in an hour.
     later = datetime.now(UTC) + timedelta(hours=1)
-    region_id = writer.start_region(db, run_id, "US", started_at=later)
+    _, _, region_id = writer_region(db, spec, started_at=later)
     writer.record_pair(db, region_id, model_id="m1", question_id="q1", status="completed")
     writer.record_pair(
         db,
